@@ -1,0 +1,1 @@
+"""Video GAN metrics (FVD, FID, KID, IS) for LongVideoGAN."""
