@@ -229,8 +229,10 @@ def get_dtype_and_ctype(type_obj: Any) -> tuple[np.dtype, Any]:
     except TypeError:
         raise TypeError(f"get_dtype_and_ctype: {type_obj!r} is not a dtype-like; expected e.g. 'float32'") from None
     if dtype.name not in _str_to_ctype:
-        raise TypeError(f"get_dtype_and_ctype: dtype {dtype.name!r} has no ctypes counterpart; "
-                        f"supported: {', '.join(_str_to_ctype)}")
+        raise TypeError(
+            f"get_dtype_and_ctype: dtype {dtype.name!r} has no ctypes counterpart; "
+            f"supported: {', '.join(_str_to_ctype)}"
+        )
     ctype = _str_to_ctype[dtype.name]
     assert dtype.itemsize == ctypes.sizeof(ctype)
     return dtype, ctype

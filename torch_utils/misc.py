@@ -207,16 +207,22 @@ def named_params_and_buffers(module: torch.nn.Module) -> list[tuple[str, torch.T
 
 
 @torch.no_grad()
-def copy_params_and_buffers(src_module: torch.nn.Module, dst_module: torch.nn.Module, require_all: bool = False) -> None:
+def copy_params_and_buffers(
+    src_module: torch.nn.Module, dst_module: torch.nn.Module, require_all: bool = False
+) -> None:
     """Copy values of same-named parameters and buffers from `src_module` into `dst_module` (any devices).
 
     Example:
         >>> copy_params_and_buffers(resume_data["G"], G, require_all=True)
     """
     if not isinstance(src_module, torch.nn.Module):
-        raise TypeError(f"copy_params_and_buffers: src_module must be a torch.nn.Module, got {type(src_module).__name__}")
+        raise TypeError(
+            f"copy_params_and_buffers: src_module must be a torch.nn.Module, got {type(src_module).__name__}"
+        )
     if not isinstance(dst_module, torch.nn.Module):
-        raise TypeError(f"copy_params_and_buffers: dst_module must be a torch.nn.Module, got {type(dst_module).__name__}")
+        raise TypeError(
+            f"copy_params_and_buffers: dst_module must be a torch.nn.Module, got {type(dst_module).__name__}"
+        )
     src_tensors = dict(named_params_and_buffers(src_module))
     for name, tensor in named_params_and_buffers(dst_module):
         if name not in src_tensors:
@@ -300,7 +306,9 @@ def print_module_summary(
         >>> img = print_module_summary(G, [z, c])
     """
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
-        raise TypeError(f"print_module_summary: module must be a (non-script) torch.nn.Module, got {type(module).__name__}")
+        raise TypeError(
+            f"print_module_summary: module must be a (non-script) torch.nn.Module, got {type(module).__name__}"
+        )
     if not isinstance(inputs, (tuple, list)):
         raise TypeError(f"print_module_summary: inputs must be a tuple or list, got {type(inputs).__name__}")
 

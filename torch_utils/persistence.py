@@ -60,7 +60,8 @@ def persistent_class(orig_class: type) -> type:
 
     Also records deep copies of the constructor arguments (`obj.init_args`, `obj.init_kwargs`), so a loaded
     object can be rebuilt with the same configuration; set `self._record_init_args = False` in `__init__` (before
-    or after calling the base constructor) to opt out. Apply after `@dataclass` when combining the two.
+    or after calling the base constructor) to opt out (both then read None). Apply after `@dataclass` when
+    combining the two.
 
     Example:
         >>> @persistence.persistent_class
@@ -99,16 +100,14 @@ def persistent_class(orig_class: type) -> type:
             _check_pickleable(self.__reduce__())
 
         @property
-        def init_args(self) -> Any:
-            if self._init_args is None:
-                raise AttributeError(f"{type(self).__name__}: constructor arguments were not recorded")
+        def init_args(self) -> tuple | None:
+            # None when recording was turned off.
             return copy.deepcopy(self._init_args)
 
         @property
-        def init_kwargs(self) -> dnnlib.EasyDict:
-            if self._init_kwargs is None:
-                raise AttributeError(f"{type(self).__name__}: constructor arguments were not recorded")
-            return dnnlib.EasyDict(copy.deepcopy(self._init_kwargs))
+        def init_kwargs(self) -> dnnlib.EasyDict | None:
+            # None when recording was turned off.
+            return None if self._init_kwargs is None else dnnlib.EasyDict(copy.deepcopy(self._init_kwargs))
 
         def __reduce__(self):
             # Start from the default (copyreg) reduction and swap in our reconstructor. A class derived from
@@ -241,7 +240,11 @@ def _check_pickleable(obj: Any) -> None:
             return [[recurse(x), recurse(y)] for x, y in obj.items()]
         if isinstance(obj, (str, int, float, bool, bytes, bytearray)):
             return None  # Python primitive types are pickleable.
-        if f"{type(obj).__module__}.{type(obj).__name__}" in ["numpy.ndarray", "torch.Tensor", "torch.nn.parameter.Parameter"]:
+        if f"{type(obj).__module__}.{type(obj).__name__}" in [
+            "numpy.ndarray",
+            "torch.Tensor",
+            "torch.nn.parameter.Parameter",
+        ]:
             return None  # Tensors and arrays are pickleable; skip the expensive dump.
         if is_persistent(obj):
             return None  # Checked by its own constructor.
