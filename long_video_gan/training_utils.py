@@ -1,0 +1,662 @@
+"""Training plumbing for LongVideoGAN: run directories, seeds, distributed set-up, gradient sync, G EMA, checkpoints,
+infinite seeded data loading, status lines, JSONL logs and an optional W&B wrapper (SPEC §4.5, §4.6, §4.10-4.12).
+
+Nothing here knows about a particular network; `video_gan_lres.py` / `video_gan_sres.py` hold the phase-specific
+steps and `training_loop.py` the loop that ties everything together.
+"""
+
+import copy
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import random
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import psutil
+import torch
+import torch.distributed as dist
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Distributed set-up.
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def env_world_size() -> int:
+    """World size announced by `torch.distributed.run` (1 for a plain `python script.py`)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """`None` means CUDA when available, else CPU; a bare "cuda" becomes "cuda:LOCAL_RANK" under torchrun."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{device}' requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
+
+
+def init_distributed(device: torch.device) -> None:
+    """Joins the process group started by `torch.distributed.run` (gloo on CPU, NCCL on CUDA); none for one process.
+
+    With a single process no group is created, so the collectives in this package are skipped.
+    """
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if env_world_size() > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://")
+
+
+def set_precision_flags() -> None:
+    """Strict fp32 arithmetic (SPEC §4.7): no TF32 in matmuls or cuDNN convs, no reduced-precision fp16 reductions,
+    and no cuDNN autotuning, whose algorithm choice can differ between runs and break exact reproducibility."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.backends.cudnn.benchmark = False
+
+
+def rank_seed(seed: int, rank: int, world_size: int) -> int:
+    """Per-rank seed `rank + seed * world_size` (SPEC §4.12): distinct across ranks and across run seeds."""
+    return rank + seed * world_size
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copies every parameter and buffer of `module` from rank `src` to all ranks (no-op for one process)."""
+    if get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=src)
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's `obj`, in rank order (a one-item list for one process)."""
+    if get_world_size() == 1:
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Gradient synchronisation (SPEC §4.6).
+
+
+def sync_grads(params: Iterable[torch.nn.Parameter], gain: float = 1.0, shard_numel: int = 2**23) -> None:
+    """Sums gradients across ranks, divides by the world size, multiplies by `gain` and cleans NaN/Inf, in place.
+
+    Only parameters that have a gradient take part (the others keep none, so Adam skips them). The flat gradient is
+    all-reduced in `ceil(n / shard_numel)` near-equal shards; afterwards NaN becomes 0 and +-inf becomes +-1e5. There
+    is no other NaN handling: steps are never skipped.
+    """
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.detach().flatten() for p in params])
+    world_size = get_world_size()
+    if world_size > 1:
+        for shard in flat.tensor_split(math.ceil(flat.numel() / shard_numel)):
+            dist.all_reduce(shard)
+    flat = flat / world_size
+    flat = flat * gain
+    flat = torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p.grad))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Generator EMA (SPEC §4.5).
+
+
+def ema_beta(step: int, beta: float = 0.99985, warmup_steps: int = 25000) -> float:
+    """`min(beta ** ((warmup + 1) / (step + 1)), beta)`: about 0.0235 at step 0, 0.99626 at 1000, then `beta`."""
+    if step < 0:
+        raise ValueError(f"step must be non-negative, got {step}")
+    return min(beta ** ((warmup_steps + 1) / (step + 1)), beta)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, source: torch.nn.Module, beta: float) -> None:
+    """`ema <- ema + (1 - beta) * (source - ema)` for every parameter and every buffer (non-float buffers copied)."""
+    ema_tensors = dict(ema.named_parameters()) | dict(ema.named_buffers())
+    src_tensors = dict(source.named_parameters()) | dict(source.named_buffers())
+    if ema_tensors.keys() != src_tensors.keys():
+        missing = sorted(set(src_tensors) ^ set(ema_tensors))
+        raise ValueError(f"ema and source modules differ in tensors: {missing[:5]}")
+    for name, e in ema_tensors.items():
+        s = src_tensors[name].detach()
+        if e.is_floating_point():
+            e.lerp_(s.to(e.dtype), 1 - beta)
+        else:
+            e.copy_(s)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fingerprints (used to check that all ranks hold identical networks).
+
+
+def module_digest(*modules: torch.nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer of `modules`."""
+    h = hashlib.sha256()
+    for module in modules:
+        tensors = list(module.named_parameters()) + list(module.named_buffers())
+        for name, t in tensors:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def check_rank_consistency(modules: dict[str, torch.nn.Module]) -> list[str]:
+    """Gathers every rank's digest of `modules` and raises RuntimeError naming a module that differs between ranks.
+
+    Returns the per-rank digests of all modules together (rank order), which checkpoints record.
+    """
+    digests = {name: module_digest(m) for name, m in modules.items()}
+    all_digests = all_gather_objects(digests)
+    for name in modules:
+        values = [d[name] for d in all_digests]
+        if len(set(values)) != 1:
+            bad = [r for r, v in enumerate(values) if v != values[0]]
+            raise RuntimeError(f"{name} differs between rank 0 and ranks {bad}")
+    return [hashlib.sha256("".join(d[name] for name in modules).encode()).hexdigest() for d in all_digests]
+
+
+def combined_digest(modules: dict[str, torch.nn.Module]) -> str:
+    """The value `check_rank_consistency` reports for one rank holding `modules`."""
+    return hashlib.sha256("".join(module_digest(m) for m in modules.values()).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RNG state capture (so that a resumed run continues the exact random streams).
+
+
+def get_rng_state(device: torch.device) -> dict:
+    """Global torch CPU RNG (plus the CUDA one of `device`), numpy and Python `random` states."""
+    state = {"torch_cpu": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if device.type == "cuda":
+        if "torch_cuda" not in state:
+            raise ValueError("the checkpoint's RNG state has no CUDA generator state (it was saved by a CPU run)")
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Seeded, resumable, infinite data loading.
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Wraps a dataset that draws from the global torch RNG, so that item `(index, seed)` is read with that RNG seeded
+    by `seed`. The caller's RNG state is restored afterwards, so this also works without worker processes."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def item_seed(seed: int, rank: int, position: int) -> int:
+    """A 63-bit seed for the `position`-th item that rank `rank` reads in a run with seed `seed`."""
+    words = np.random.SeedSequence([seed, rank, position]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+class SeededInfiniteSampler(torch.utils.data.Sampler):
+    """Endless `(index, item_seed)` keys for `SeededItems`: reshuffled epochs split across ranks.
+
+    Each epoch e is a permutation of all items drawn from a generator seeded with `(seed, e)`, padded by wrapping
+    to a multiple of the world size; rank r takes positions r, r + W, r + 2W, ... (like `DistributedSampler`).
+    Starting at `start` reproduces exactly the keys a sampler started at 0 yields from its `start`-th key on, so
+    resuming needs only the number of items consumed.
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0):
+        if num_items < 1:
+            raise ValueError(f"num_items must be positive, got {num_items}")
+        self.num_items = num_items
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start = start
+        self.per_rank = math.ceil(num_items / world_size)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+        return torch.randperm(self.num_items, generator=gen)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        position = self.start
+        epoch, perm = None, None
+        while True:
+            e, j = divmod(position, self.per_rank)
+            if e != epoch:
+                epoch, perm = e, self._permutation(e)
+            index = int(perm[(j * self.world_size + self.rank) % self.num_items])
+            yield index, item_seed(self.seed, self.rank, position)
+            position += 1
+
+
+class InfiniteLoader:
+    """Endless iterator of batches over `dataset` that knows how many batches it has handed out (`position`).
+
+    Rebuilding it with the same arguments and `start_batches=position` continues the exact same batch sequence,
+    whatever the number of worker processes.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batches: int = 0,
+        num_workers: int = 2,
+        prefetch_factor: int = 2,
+        pin_memory: bool = False,
+    ):
+        self.batch_size = batch_size
+        self.position = start_batches
+        sampler = SeededInfiniteSampler(len(dataset), seed, rank, world_size, start=start_batches * batch_size)
+        kwargs = dict(num_workers=num_workers, pin_memory=pin_memory)
+        if num_workers > 0:
+            kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=True)
+        self._loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size, sampler=sampler, **kwargs)
+        self._iter = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iter is None:
+            self._iter = iter(self._loader)
+        batch = next(self._iter)
+        self.position += 1
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Run directories (SPEC §4.11).
+
+_RUN_ID = re.compile(r"^(\d+)")
+
+
+def run_desc(dataset_dir: str, batch: int, grad_accum: int, gamma: float) -> str:
+    """`{dataset basename}-{batch}batch-{grad_accum}accum-{gamma}gamma`, e.g. `horseback-64batch-2accum-1.0gamma`."""
+    name = os.path.basename(os.path.normpath(dataset_dir))
+    return f"{name}-{batch}batch-{grad_accum}accum-{float(gamma)}gamma"
+
+
+def get_next_run_dir(outdir: str, desc: str) -> str:
+    """`outdir/{id:05d}-{desc}` with id = 1 + the largest leading integer of the existing entries (0 if none)."""
+    ids = [int(m.group(1)) for name in _listdir(outdir) if (m := _RUN_ID.match(name))]
+    return os.path.join(outdir, f"{max(ids, default=-1) + 1:05d}-{desc}")
+
+
+def find_latest_run_dir(outdir: str, desc: str) -> str | None:
+    """The run directory `NNNNN-{desc}` with the largest id, or None."""
+    best = None
+    for name in _listdir(outdir):
+        m = _RUN_ID.match(name)
+        if m and name == f"{m.group(1)}-{desc}" and os.path.isdir(os.path.join(outdir, name)):
+            if best is None or int(m.group(1)) > best[0]:
+                best = (int(m.group(1)), name)
+    return None if best is None else os.path.join(outdir, best[1])
+
+
+def _listdir(path: str) -> list[str]:
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def checkpoint_path(run_dir: str, step: int, kind: str) -> str:
+    """`run_dir/checkpoints/ckpt-{step:08d}-{kind}.pkl` with kind `G-ema` or `train`."""
+    return os.path.join(run_dir, "checkpoints", f"ckpt-{step:08d}-{kind}.pkl")
+
+
+def find_latest_train_checkpoint(run_dir: str) -> tuple[str, int] | None:
+    """(path, step) of the newest `ckpt-XXXXXXXX-train.pkl` in `run_dir/checkpoints`, or None."""
+    found = []
+    for path in glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*-train.pkl")):
+        m = re.fullmatch(r"ckpt-(\d{8})-train\.pkl", os.path.basename(path))
+        if m:
+            found.append((int(m.group(1)), path))
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
+
+
+def check_writable_dir(path: str) -> None:
+    """Creates `path` if needed and checks that a file can be written in it; raises PermissionError otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{uuid.uuid4().hex}")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"output directory '{path}' is not writable: {e.strerror or e}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Atomic files and checkpoints.
+
+
+def atomic_write_bytes(data: bytes, path: str) -> None:
+    """Writes `data` to `path` through a temp file in the same directory and a rename (never a half-written file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def atomic_pickle(obj, path: str) -> None:
+    """Pickles `obj` to `path` atomically."""
+    buf = io.BytesIO()
+    pickle.dump(obj, buf)
+    atomic_write_bytes(buf.getvalue(), path)
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def snapshot_module(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy in eval mode, with `requires_grad=False`, on the CPU: what goes into a pickle."""
+    return copy.deepcopy(module).eval().requires_grad_(False).cpu()
+
+
+def to_cpu(obj):
+    """`obj` with every tensor inside (nested dicts, lists, tuples) moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+class CheckpointError(ValueError):
+    """A train pickle that cannot be used to resume (missing, truncated, wrong phase, incomplete)."""
+
+
+TRAIN_PICKLE_KEYS = ("G", "D", "G_ema", "G_opt", "D_opt", "step", "phase", "rng_states", "loader_position")
+
+
+def load_train_checkpoint(path: str, phase: str) -> dict:
+    """Loads and checks a train pickle written by our `training_loop` for `phase` ("lres" or "sres").
+
+    Raises CheckpointError with a message that names the file and the problem.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"'{path}' does not exist")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, RuntimeError) as e:
+        raise CheckpointError(f"'{path}' is not a readable pickle (truncated or corrupt?): {type(e).__name__}: {e}")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"'{path}' holds a {type(data).__name__}, not a train checkpoint (a G-ema pickle?)")
+    if "phase" in data and data["phase"] != phase:
+        raise CheckpointError(f"'{path}' is a {data['phase']} checkpoint, but this is {phase} training")
+    missing = [k for k in TRAIN_PICKLE_KEYS if k not in data]
+    if missing:
+        raise CheckpointError(f"'{path}' lacks {', '.join(missing)}; only train pickles of this codebase can resume")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Logs.
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """Appends one JSON object per line and flushes (the file is closed after each write)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def trim_jsonl(path: str, max_step: int, step_key) -> None:
+    """Drops the lines of a JSONL log whose step (read by `step_key(record)`) is above `max_step`.
+
+    On resume this removes what a killed run logged after the checkpoint it resumes from.
+    """
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                step = step_key(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # A line cut short by the kill.
+            if step is None or step <= max_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    atomic_write_text("".join(kept), path)
+
+
+def cpu_mem_gb() -> float:
+    """Resident memory of this process in GB (2^30 bytes)."""
+    return psutil.Process(os.getpid()).memory_info().rss / 2**30
+
+
+def format_time(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
+    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
+
+
+def status_line(
+    step: int,
+    tick: int,
+    total_sec: float,
+    sec_per_step: float,
+    maintenance_sec: float,
+    cpu_mem: float,
+    gpu_mem: float,
+    gpu_reserved: float,
+) -> str:
+    """One fixed-width line per tick."""
+    fields = [
+        f"step {step:<9d}",
+        f"tick {tick:<5d}",
+        f"time {format_time(total_sec):<12s}",
+        f"sec/step {sec_per_step:<8.3f}",
+        f"maintenance {maintenance_sec:<7.1f}",
+        f"cpumem {cpu_mem:<6.2f}",
+        f"gpumem {gpu_mem:<6.2f}",
+        f"reserved {gpu_reserved:<6.2f}",
+    ]
+    return " ".join(fields)
+
+
+class Tee:
+    """Copies everything written to stdout/stderr into a log file (rank 0 only); `close()` restores the streams."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "a", encoding="utf-8")
+        self.stdout, self.stderr = sys.stdout, sys.stderr
+        sys.stdout = _TeeStream(self.stdout, self.file)
+        sys.stderr = _TeeStream(self.stderr, self.file)
+
+    def close(self) -> None:
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        self.file.close()
+
+
+class _TeeStream:
+    def __init__(self, stream, file):
+        self.stream, self.file = stream, file
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.file.flush()
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Weights & Biases, optional and never blocking.
+
+
+def resolve_wandb_mode(requested: str | None) -> str:
+    """"online", "offline" or "off". `None` (the default): online only when logged in and on a terminal, else off.
+    "online" without a login falls back to "offline", since a login prompt would block."""
+    if requested not in (None, "online", "offline", "off"):
+        raise ValueError(f"wandb mode must be online, offline or off, got '{requested}'")
+    if requested in ("offline", "off"):
+        return requested
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        return "off"
+    logged_in = _wandb_has_key()
+    if requested == "online":
+        return "online" if logged_in else "offline"
+    return "online" if logged_in and sys.stdin is not None and sys.stdin.isatty() else "off"
+
+
+def _wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        with open(netrc, encoding="utf-8") as f:
+            return "api.wandb.ai" in f.read()
+    except OSError:
+        return False
+
+
+class WandbLogger:
+    """Logs scalars to W&B from rank 0; any failure disables it with one message instead of stopping training."""
+
+    def __init__(self, mode: str, project: str, run_dir: str, config: dict, resume_id: str | None = None):
+        self.run = None
+        self.mode = mode
+        if mode == "off" or get_rank() != 0:
+            return
+        try:
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self.run = wandb.init(
+                project=project,
+                name=os.path.basename(run_dir),
+                dir=run_dir,
+                config=config,
+                mode=mode,
+                id=resume_id,
+                resume="allow" if resume_id else None,
+                settings=wandb.Settings(init_timeout=60, console="off"),
+            )
+        except Exception as e:  # W&B must never stop a run.
+            print(f"W&B disabled: {type(e).__name__}: {e}")
+            self.run = None
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self.run is None else self.run.id
+
+    def log(self, values: dict, step: int) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log(values, step=step)
+        except Exception as e:
+            print(f"W&B disabled: {type(e).__name__}: {e}")
+            self.run = None
+
+    def finish(self) -> None:
+        if self.run is not None:
+            try:
+                self.run.finish()
+            except Exception:
+                pass
+            self.run = None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class Timer:
+    """Wall-clock stopwatch: `elapsed()` seconds since construction or the last `reset()`."""
+
+    def __init__(self):
+        self.start = time.time()
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def reset(self) -> float:
+        now = time.time()
+        elapsed, self.start = now - self.start, now
+        return elapsed
