@@ -1,0 +1,134 @@
+"""Convert a directory tree of video files into a LongVideoGAN dataset partition (SPEC §6.3, videos tool)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import click
+
+from dataset_tools.pipeline import FrameSpec, convert_partition, resolve_specs
+from dataset_tools.utils import default_workers, partition_items
+from dataset_tools.video_io import iter_video_frames
+
+VIDEO_SUFFIXES = (".avi", ".mkv", ".mov", ".mp4", ".wmv")  # Matched case-insensitively.
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def list_videos(input_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """All ``(path, path relative to input_dir)`` of videos below ``input_dir``, sorted as pathlib paths
+    (component by component, so ``a/b.mp4`` comes before ``a-b.mp4``); the order decides partition membership."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input_dir {str(input_dir)!r} is not a directory")
+    pairs = [(p, p.relative_to(input_dir)) for p in input_dir.rglob("*")
+             if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+    return sorted(pairs)
+
+
+def clip_path_of(relative_path: Path) -> str:
+    """Clip path of a video: its path relative to the input directory without the extension."""
+    return relative_path.with_suffix("").as_posix()
+
+
+def _video_source(task: tuple, problems: list[str]):
+    path, clip_path, trim_start, trim_end, fps = task
+
+    def frames():
+        try:
+            for index, image in enumerate(iter_video_frames(path, problems, start=trim_start, trim_end=trim_end,
+                                                            fps=fps)):
+                yield f"frame_{index:06d}.jpg", image
+        except (av.error.FFmpegError, OSError) as error:
+            problems.append(f"{path}: cannot read the video ({error}); skipped")
+
+    return clip_path, frames()
+
+
+def make_dataset_from_videos(
+    input_dir: str | os.PathLike,  # Directory searched recursively for .avi .mkv .mov .mp4 .wmv files.
+    output_dir: str | os.PathLike,  # Dataset root.
+    specs: list[FrameSpec],  # Output sizes (see pipeline.resolve_specs).
+    trim_start: float = 0.0,  # Seconds dropped at the start of every video.
+    trim_end: float = 0.0,  # Seconds dropped at the end of every video.
+    fps: float | None = None,  # Resample to this frame rate; None keeps every source frame.
+    partition: int = 0,  # Which chunk of the sorted video list to convert.
+    num_partitions: int = 10,  # Number of chunks (numpy.array_split).
+    workers: int = 1,  # Parallel worker processes.
+    overwrite: bool = False,  # Replace existing shards (default: skip them).
+) -> list[Path]:
+    """Library entry point of the videos tool; returns the shards written."""
+    if trim_start < 0 or trim_end < 0:
+        raise ValueError(f"trim_start and trim_end must be >= 0 s, got {trim_start} and {trim_end}")
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    videos = list_videos(input_dir)
+    if len(videos) == 0:
+        raise FileNotFoundError(f"input_dir {str(input_dir)!r} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
+    selected = partition_items(videos, partition, num_partitions)
+    tasks = [(str(path), clip_path_of(rel), trim_start, trim_end, fps) for path, rel in selected]
+    return convert_partition(tasks, _video_source, output_dir, partition, specs, workers=workers,
+                             overwrite=overwrite, desc=f"Partition {partition}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--height", type=int, default=None, help="Output height (with --width): centre crop + Lanczos.")
+@click.option("--width", type=int, default=None, help="Output width (with --height).")
+@click.option("--resolution", "resolution_list", multiple=True, metavar="HxW",
+              help="Additional output size, written in the same pass; repeatable.")
+@click.option("--long-edge", type=int, default=None,
+              help="Without a fixed size: resize the long edge to this many px (output directly in OUTPUT_DIR).")
+@click.option("--trim-start", type=float, default=0.0, show_default=True, help="Seconds to skip at the start.")
+@click.option("--trim-end", type=float, default=0.0, show_default=True, help="Seconds to drop at the end.")
+@click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: keep the source's).")
+@click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
+@click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
+@click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default="number of cores",
+              help="Parallel worker processes.")
+@click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
+def main(input_dir, output_dir, height, width, resolution_list, long_edge, trim_start, trim_end, fps, partition,
+         num_partitions, workers, overwrite):
+    """Convert the videos below INPUT_DIR (.avi .mkv .mov .mp4 .wmv, recursive) into partition PARTITION of a
+    dataset in OUTPUT_DIR. Clip path = video path relative to INPUT_DIR without extension; frames are
+    frame_000000.jpg, ... (JPEG quality 100, 4:4:4). Unreadable videos are skipped with a warning.
+
+    \b
+    Examples:
+      python -m dataset_tools.make_dataset_from_videos videos/ data/ --height 144 --width 256 \\
+          --resolution 36x64 --num-partitions 1
+      python -m dataset_tools.make_dataset_from_videos videos/ data/ --height 144 --width 256 \\
+          --trim-start 2 --trim-end 2 --fps 30 --partition 3 --num-partitions 10
+      python -m dataset_tools.make_dataset_from_videos videos/ raw/ --long-edge 512 --num-partitions 1
+    """
+    try:
+        specs = resolve_specs(height, width, resolution_list, long_edge, allow_flat=True)
+    except ValueError as error:
+        raise click.ClickException(str(error))
+    if num_partitions < 1:
+        raise click.ClickException(f"--num-partitions must be >= 1, got {num_partitions}")
+    if not 0 <= partition < num_partitions:
+        raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
+    for name, value in (("--trim-start", trim_start), ("--trim-end", trim_end)):
+        if value < 0:
+            raise click.ClickException(f"{name} must be >= 0 seconds, got {value}")
+    if fps is not None and fps <= 0:
+        raise click.ClickException(f"--fps must be > 0, got {fps}")
+    try:
+        written = make_dataset_from_videos(input_dir, output_dir, specs, trim_start=trim_start, trim_end=trim_end,
+                                           fps=fps, partition=partition, num_partitions=num_partitions,
+                                           workers=workers, overwrite=overwrite)
+    except (FileNotFoundError, RuntimeError) as error:
+        raise click.ClickException(str(error))
+    for shard in written:
+        print(f"Wrote {shard}")
+
+
+if __name__ == "__main__":
+    main()

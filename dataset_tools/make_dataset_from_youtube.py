@@ -1,0 +1,219 @@
+"""Download YouTube videos listed in a clip config and convert their intervals into a LongVideoGAN dataset
+partition (SPEC §6.3, YouTube tool; configs for the paper's datasets are in ``dataset_tools/youtube_configs``).
+
+Config: ``{"<video_id>": ["<start> <end>", ...], ...}`` with times as ``[[H:]M:]S``. Partitioning is over the
+flattened (video, interval) list in file order. Unlike the original, only the videos of the selected partition
+are downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import av
+import click
+
+from dataset_tools.pipeline import FrameSpec, convert_partition, resolve_specs
+from dataset_tools.utils import default_workers, partition_items, warn
+from dataset_tools.video_io import iter_video_frames
+
+TIME_PATTERN = re.compile(r"(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d+)?)")
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_time(text: str) -> float:
+    """Seconds of a ``[[H:]M:]S`` time string, e.g. ``parse_time("1:02:03") == 3723``."""
+    match = TIME_PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"bad time string {text!r}: expected [[H:]M:]S, e.g. '42', '5:57' or '1:02:03'")
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """``"<start> <end>"`` -> (start, end) in seconds; ``end`` must be after ``start``."""
+    parts = text.split() if isinstance(text, str) else []
+    if len(parts) != 2:
+        raise ValueError(f"bad interval {text!r}: expected '<start> <end>' with times as [[H:]M:]S, e.g. '0:24 5:57'")
+    start, end = parse_time(parts[0]), parse_time(parts[1])
+    if end <= start:
+        raise ValueError(f"bad interval {text!r}: the end must be after the start")
+    return start, end
+
+
+def interval_clip_name(interval: str) -> str:
+    """Clip directory of an interval: ``"0:24 5:57"`` -> ``"0_24-5_57"``."""
+    return interval.replace(":", "_").replace(" ", "-")
+
+
+def load_clip_config(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """Flattened ``(video_id, interval)`` list of a config, in file order; every interval is validated."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read clip config {str(path)!r}: {error}") from None
+    if not isinstance(config, dict) or not all(isinstance(v, list) for v in config.values()):
+        raise ValueError(f"clip config {str(path)!r} must map video ids to lists of '<start> <end>' strings")
+    items = []
+    for video_id, intervals in config.items():
+        for interval in intervals:
+            try:
+                parse_interval(interval)
+            except ValueError as error:
+                raise ValueError(f"clip config {str(path)!r}, video {video_id!r}: {error}") from None
+            items.append((video_id, interval))
+    return items
+
+
+def find_cached_video(cache_dir: str | os.PathLike, video_id: str) -> Path | None:
+    """The downloaded file ``<cache_dir>/<video_id>.<ext>``, if any (partial downloads ignored)."""
+    for path in sorted(Path(cache_dir).glob(f"{glob_escape(video_id)}.*")):
+        if path.stem == video_id and path.suffix not in (".part", ".ytdl", ".temp") and path.is_file():
+            return path
+    return None
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([\[\]*?])", r"[\1]", text)
+
+
+def download_videos(video_ids: list[str], cache_dir: str | os.PathLike, max_parallel: int = 8) -> dict[str, Path]:
+    """Download each video once with yt-dlp into ``cache_dir`` (``%(id)s.%(ext)s``); returns the files found.
+    Failed downloads are reported and left out."""
+    import yt_dlp  # Imported here so the other tools and the tests never need it.
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    missing = [v for v in video_ids if find_cached_video(cache_dir, v) is None]
+
+    def fetch(video_id: str) -> None:
+        options = {"outtmpl": str(cache_dir / "%(id)s.%(ext)s"), "quiet": True, "no_warnings": True}
+        try:
+            with yt_dlp.YoutubeDL(options) as downloader:
+                downloader.download([f"https://www.youtube.com/watch?v={video_id}"])
+        except Exception as error:  # yt-dlp raises many types; one bad video must not stop the rest.
+            warn(f"download of {video_id!r} failed: {error}")
+
+    if missing:
+        print(f"Downloading {len(missing)} videos into {cache_dir} ...", flush=True)
+        with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(missing)))) as pool:
+            list(pool.map(fetch, missing))
+    found = {v: find_cached_video(cache_dir, v) for v in video_ids}
+    for video_id, path in found.items():
+        if path is None:
+            warn(f"video {video_id!r} is not in the cache {str(cache_dir)!r}; its clips are skipped")
+    return {v: p for v, p in found.items() if p is not None}
+
+
+def _interval_source(task: tuple, problems: list[str]):
+    path, interval, fps = task
+    start, end = parse_interval(interval)
+    clip_path = f"{Path(path).stem}/{interval_clip_name(interval)}"
+
+    def frames():
+        try:
+            images = iter_video_frames(path, problems, start=start, end=end, fps=fps, seek=True)
+            for index, image in enumerate(images):
+                yield f"frame_{index:06d}.jpg", image
+        except (av.error.FFmpegError, OSError) as error:
+            problems.append(f"{path}: cannot read the video ({error}); clip {clip_path!r} skipped")
+
+    return clip_path, frames()
+
+
+def make_dataset_from_clips(items: list[tuple[str, str]], video_files: dict[str, Path], output_dir, specs,
+                            partition: int, fps: float | None = None, workers: int = 1, overwrite: bool = False
+                            ) -> list[Path]:
+    """Cut the ``(video_id, interval)`` items of one partition from local ``video_files`` into shards."""
+    tasks = [(str(video_files[v]), interval, fps) for v, interval in items if v in video_files]
+    return convert_partition(tasks, _interval_source, output_dir, partition, specs, workers=workers,
+                             overwrite=overwrite, desc=f"Partition {partition}")
+
+
+def make_dataset_from_youtube(
+    clips_config_path: str | os.PathLike,  # JSON {video_id: ["<start> <end>", ...]}.
+    output_dir: str | os.PathLike,  # Dataset root.
+    video_cache_dir: str | os.PathLike,  # Downloaded videos, reused between runs and partitions.
+    specs: list[FrameSpec],  # Output sizes.
+    partition: int = 0,  # Which chunk of the flattened (video, interval) list to convert.
+    num_partitions: int = 10,  # Number of chunks (numpy.array_split).
+    fps: float | None = None,  # Resample to this frame rate; None keeps every source frame.
+    workers: int = 1,  # Parallel worker processes for the conversion.
+    download_workers: int = 8,  # Parallel downloads.
+    overwrite: bool = False,  # Replace existing shards (default: skip them).
+) -> list[Path]:
+    """Library entry point of the YouTube tool; returns the shards written."""
+    items = partition_items(load_clip_config(clips_config_path), partition, num_partitions)
+    if all(spec.shard(output_dir, partition).exists() for spec in specs) and not overwrite:
+        return convert_partition([], _interval_source, output_dir, partition, specs)  # Prints the skip notes.
+    video_ids = list(dict.fromkeys(v for v, _ in items))
+    video_files = download_videos(video_ids, video_cache_dir, download_workers)
+    return make_dataset_from_clips(items, video_files, output_dir, specs, partition, fps=fps, workers=workers,
+                                   overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.pass_context
+@click.argument("clips_config_path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.argument("video_cache_dir", type=click.Path(file_okay=False))
+@click.option("--height", type=int, default=144, show_default=True, help="Output height (centre crop + Lanczos).")
+@click.option("--width", type=int, default=256, show_default=True, help="Output width.")
+@click.option("--resolution", "resolution_list", multiple=True, metavar="HxW",
+              help="Output size, repeatable; when given, --height/--width count only if set explicitly.")
+@click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: keep the source's).")
+@click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
+@click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
+@click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default="number of cores",
+              help="Parallel conversion processes.")
+@click.option("--download-workers", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Parallel downloads.")
+@click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
+def main(ctx, clips_config_path, output_dir, video_cache_dir, height, width, resolution_list, fps, partition,
+         num_partitions, workers, download_workers, overwrite):
+    """Download (yt-dlp, cached in VIDEO_CACHE_DIR) the videos of partition PARTITION of CLIPS_CONFIG_PATH and
+    write their intervals to OUTPUT_DIR. Clip path = <video_id>/<interval with ':'->'_' and ' '->'-'>, frames
+    frame_000000.jpg, ... (JPEG quality 100, 4:4:4).
+
+    \b
+    Examples:
+      python -m dataset_tools.make_dataset_from_youtube dataset_tools/youtube_configs/horseback.json \\
+          datasets/horseback cache/ --resolution 144x256 --resolution 36x64 --num-partitions 1
+      python -m dataset_tools.make_dataset_from_youtube dataset_tools/youtube_configs/biking.json \\
+          datasets/biking cache/ --partition 3 --num-partitions 10
+    """
+    explicit = any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+                   for name in ("height", "width"))
+    if resolution_list and not explicit:
+        height = width = None
+    try:
+        specs = resolve_specs(height, width, resolution_list)
+    except ValueError as error:
+        raise click.ClickException(str(error))
+    if num_partitions < 1:
+        raise click.ClickException(f"--num-partitions must be >= 1, got {num_partitions}")
+    if not 0 <= partition < num_partitions:
+        raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
+    if fps is not None and fps <= 0:
+        raise click.ClickException(f"--fps must be > 0, got {fps}")
+    try:
+        written = make_dataset_from_youtube(clips_config_path, output_dir, video_cache_dir, specs,
+                                            partition=partition, num_partitions=num_partitions, fps=fps,
+                                            workers=workers, download_workers=download_workers, overwrite=overwrite)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        raise click.ClickException(str(error))
+    for shard in written:
+        print(f"Wrote {shard}")
+
+
+if __name__ == "__main__":
+    main()
