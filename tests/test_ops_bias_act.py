@@ -58,6 +58,15 @@ def _rand(shape, seed, scale=1.0):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """These tensors are tiny: one intra-op thread avoids OpenMP start-up and contention costs on a busy machine."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 def test_activation_records():
     assert list(B.activation_funcs) == ACTS
     for name, spec in B.activation_funcs.items():

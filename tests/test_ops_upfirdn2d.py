@@ -10,6 +10,15 @@ from torch_utils.ops import upfirdn2d as U
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """These tensors are tiny: one intra-op thread avoids OpenMP start-up and contention costs on a busy machine."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 

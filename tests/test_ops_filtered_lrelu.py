@@ -1,0 +1,188 @@
+"""Tests for torch_utils.ops.filtered_lrelu: reference path against a direct loop evaluation of SPEC §8.4, sizes,
+derivatives and errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from torch_utils.ops import filtered_lrelu as FL
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """These tensors are tiny: one intra-op thread avoids OpenMP start-up and contention costs on a busy machine."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def slow_upfirdn2d(x, f, up=1, down=1, padding=(0, 0, 0, 0), flip_filter=False, gain=1.0):
+    """Direct evaluation of upfirdn: loops over output pixels and taps; input samples addressed by coordinates."""
+    N, C, H, W = x.shape
+    upx, upy = _pair(up)
+    downx, downy = _pair(down)
+    x0, x1, y0, y1 = padding
+    taps = np.ones((1, 1)) if f is None else (np.outer(f, f) if f.ndim == 1 else f)
+    taps = taps * gain
+    fh, fw = taps.shape
+
+    def padded(Y, X):
+        Yu, Xu = Y - y0, X - x0
+        if Yu < 0 or Xu < 0 or Yu >= H * upy or Xu >= W * upx or Yu % upy or Xu % upx:
+            return np.zeros((N, C))
+        return x[:, :, Yu // upy, Xu // upx]
+
+    out = np.zeros((N, C, (H * upy + y0 + y1 - fh) // downy + 1, (W * upx + x0 + x1 - fw) // downx + 1))
+    for oy in range(out.shape[2]):
+        for ox in range(out.shape[3]):
+            for ky in range(fh):
+                for kx in range(fw):
+                    tap = taps[ky, kx] if flip_filter else taps[fh - 1 - ky, fw - 1 - kx]
+                    out[:, :, oy, ox] += tap * padded(oy * downy + ky, ox * downx + kx)
+    return out
+
+
+def slow_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    """SPEC §8.4 stage by stage, with the nonlinearity applied one scalar at a time."""
+    x = x + b[None, :, None, None]
+    x = slow_upfirdn2d(x, fu, up=up, padding=padding, flip_filter=flip_filter, gain=up * up)
+    y = np.empty_like(x)
+    for idx in np.ndindex(*x.shape):
+        v = x[idx]
+        v = (v if v > 0 else slope * v) * gain
+        y[idx] = v if clamp is None else min(max(v, -clamp), clamp)
+    return slow_upfirdn2d(y, fd, down=down, flip_filter=flip_filter)
+
+
+def _rand(shape, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64) * scale
+
+
+# (up, down, padding, fu shape, fd shape, flip_filter, gain, slope, clamp)
+CASES = [
+    (1, 1, 0, None, None, False, 1.0, 1.0, 0.5),
+    (2, 2, [3, 2, 3, 2], (6,), (6,), False, np.sqrt(2), 0.2, None),
+    (2, 1, [1, 2, 2, 1], (4,), None, True, np.sqrt(2), 0.2, 0.5),
+    (1, 2, [2, 2, 1, 1], None, (4, 3), False, 1.3, 0.1, 1.0),
+    (4, 2, [5, 4, 3, 6], (8,), (5,), True, np.sqrt(2), 0.2, 2.0),
+    (2, 4, [-1, 3, 2, -2], (3, 4), (8,), False, np.sqrt(2), 0.3, None),
+    (3, 3, [1, 0, 0, 1], (5, 5), (3,), False, 1.0, 0.2, 0.7),
+    (2, 2, -1, (4,), (4,), True, np.sqrt(2), 0.2, None),
+]
+
+
+@pytest.mark.parametrize("up,down,padding,fu_shape,fd_shape,flip_filter,gain,slope,clamp", CASES)
+def test_reference_matches_loops(up, down, padding, fu_shape, fd_shape, flip_filter, gain, slope, clamp):
+    x = _rand([2, 3, 5, 6], seed=1)
+    b = _rand([3], seed=2, scale=0.5)
+    fu = None if fu_shape is None else _rand(fu_shape, seed=3)
+    fd = None if fd_shape is None else _rand(fd_shape, seed=4)
+    y = FL.filtered_lrelu(
+        x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
+        flip_filter=flip_filter, impl="ref",
+    )  # fmt: skip
+    p = padding if isinstance(padding, list) else [padding] * 4
+    expected = slow_filtered_lrelu(
+        x.numpy(), None if fu is None else fu.numpy(), None if fd is None else fd.numpy(), b.numpy(),
+        up, down, p, gain, slope, clamp, flip_filter,
+    )  # fmt: skip
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_torgb_form_is_bias_and_clamp():
+    # SPEC §8.4: no filters, up = down = 1, slope 1, gain 1 reduces to clamp(x + b, +-256).
+    x = _rand([2, 3, 4, 5], seed=5, scale=300.0)
+    b = _rand([3], seed=6)
+    y = FL.filtered_lrelu(x, b=b, gain=1, slope=1, clamp=256, impl="ref")
+    assert torch.equal(y, (x + b[None, :, None, None]).clamp(-256, 256))
+
+
+def test_default_impl_on_cpu_is_reference():
+    x = _rand([1, 2, 6, 6], seed=7).float()
+    f = _rand([4], seed=8).float()
+    assert FL._init() is False  # no kernel sources yet
+    kwargs = dict(fu=f, fd=f, up=2, down=2, padding=[2, 1, 2, 1], clamp=0.5)
+    assert torch.equal(FL.filtered_lrelu(x, **kwargs), FL.filtered_lrelu(x, **kwargs, impl="ref"))
+
+
+def test_output_size_formula():
+    filters = {taps: torch.ones(taps) for taps in (1, 3, 4, 12)}
+    for H, W in [(5, 7), (8, 8)]:
+        for up in (1, 2, 4):
+            for down in (1, 2, 4):
+                for fu_taps, fd_taps in [(1, 1), (4, 12), (12, 3)]:
+                    for p0, p1 in [(0, 0), (6, 5), (-2, 9)]:
+                        size = lambda n, q0, q1: (n * up + q0 + q1 - (fu_taps - 1) - (fd_taps - 1) + (down - 1)) // down
+                        out_w, out_h = size(W, p0, p1), size(H, p1, p0)
+                        if out_w < 1 or out_h < 1 or min(W, H) * up + p0 + p1 < fu_taps:
+                            continue
+                        y = FL.filtered_lrelu(
+                            torch.zeros(1, 1, H, W), filters[fu_taps], filters[fd_taps], up=up, down=down,
+                            padding=[p0, p1, p1, p0], impl="ref",
+                        )  # fmt: skip
+                        assert y.shape == (1, 1, out_h, out_w), (H, W, up, down, fu_taps, fd_taps, p0, p1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "up,down,padding,fu_shape,fd_shape,clamp",
+    [(2, 2, [2, 1, 2, 1], (4,), (4,), 0.8), (1, 2, [1, 2, 0, 1], (2, 3), (3,), None), (2, 1, 1, (3,), (2, 2), 1.5)],
+)
+def test_gradcheck_and_gradgradcheck(up, down, padding, fu_shape, fd_shape, clamp):
+    x = _rand([1, 2, 3, 3], seed=9).requires_grad_(True)
+    b = _rand([2], seed=10, scale=0.1).requires_grad_(True)
+    fu = _rand(fu_shape, seed=11)
+    fd = _rand(fd_shape, seed=12)
+    gain = np.sqrt(2)
+
+    # The leaky ReLU (at 0) and the clamp (at +-clamp) are kinks: check that no pre-activation value is near one.
+    from torch_utils.ops import upfirdn2d
+
+    pre = upfirdn2d.upfirdn2d(x.detach() + b.detach()[None, :, None, None], fu, up=up, padding=padding, gain=up**2)
+    act = torch.where(pre > 0, pre, 0.2 * pre) * gain
+    assert pre.abs().min() > 1e-3
+    if clamp is not None:
+        assert (act.abs() - clamp).abs().min() > 1e-3 and (act.abs() > clamp).any()
+
+    def fn(x, b):
+        return FL.filtered_lrelu(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, clamp=clamp, impl="ref")
+
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_bad_input_errors_name_the_argument():
+    x = torch.zeros(1, 2, 6, 6)
+    f = torch.ones(4)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        FL.filtered_lrelu(torch.zeros(2, 6, 6))
+    with pytest.raises(TypeError, match="fu must be a torch.Tensor"):
+        FL.filtered_lrelu(x, fu=[1, 1])
+    with pytest.raises(ValueError, match="fd must be a non-empty"):
+        FL.filtered_lrelu(x, fd=torch.ones(2, 2, 2))
+    with pytest.raises(ValueError, match="b must have shape"):
+        FL.filtered_lrelu(x, b=torch.zeros(3))
+    with pytest.raises(ValueError, match="up must be an int >= 1"):
+        FL.filtered_lrelu(x, f, f, up=0)
+    with pytest.raises(ValueError, match="down must be an int >= 1"):
+        FL.filtered_lrelu(x, f, f, down=1.5)
+    with pytest.raises(ValueError, match="padding"):
+        FL.filtered_lrelu(x, f, f, padding=[1, 2, 3])
+    with pytest.raises(ValueError, match="clamp must be"):
+        FL.filtered_lrelu(x, clamp=-1)
+    with pytest.raises(ValueError, match="impl"):
+        FL.filtered_lrelu(x, impl="triton")
