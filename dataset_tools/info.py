@@ -44,8 +44,12 @@ def inspect_shard(path: Path) -> ShardInfo:
         info.problems.append(f"{path}: unreadable ({error})")
         return info
     present = set(names)
-    missing = [zip_entry_name(clip, name) for clip, frames in info.frame_paths.items() for name in frames
-               if zip_entry_name(clip, name) not in present]
+    missing = [
+        zip_entry_name(clip, name)
+        for clip, frames in info.frame_paths.items()
+        for name in frames
+        if zip_entry_name(clip, name) not in present
+    ]
     if missing:
         info.problems.append(f"{path}: {len(missing)} listed frames are missing, e.g. {missing[0]!r}")
     if info.num_duplicates:
@@ -65,8 +69,10 @@ def length_summary(lengths: np.ndarray) -> str:
     if len(lengths) == 0:
         return "no clips"
     q = np.percentile(lengths, [0, 25, 50, 75, 100])
-    return (f"min {int(q[0])}, p25 {q[1]:.0f}, median {q[2]:.0f}, p75 {q[3]:.0f}, max {int(q[4])}, "
-            f"mean {lengths.mean():.1f}")
+    return (
+        f"min {int(q[0])}, p25 {q[1]:.0f}, median {q[2]:.0f}, p75 {q[3]:.0f}, max {int(q[4])}, "
+        f"mean {lengths.mean():.1f}"
+    )
 
 
 def length_histogram(lengths: np.ndarray, num_bins: int = 8, bar_width: int = 40) -> list[str]:
@@ -99,8 +105,10 @@ def describe_dataset(dataset_dir: str | os.PathLike) -> tuple[list[str], list[st
         lengths = np.array([len(f) for i in infos if i.frame_paths for f in i.frame_paths.values()], dtype=np.int64)
         size = sum(p.stat().st_size for p in shards)
         label = res_dir.name if res_dir != dataset_dir else "(root)"
-        lines.append(f"  {label}: {len(shards)} shards, {len(lengths)} clips, {int(lengths.sum())} frames, "
-                     f"{size / 2**20:.1f} MiB")
+        lines.append(
+            f"  {label}: {len(shards)} shards, {len(lengths)} clips, {int(lengths.sum())} frames, "
+            f"{size / 2**20:.1f} MiB"
+        )
         lines.append(f"    clip lengths: {length_summary(lengths)}")
         lines += length_histogram(lengths)
         if not shards:

@@ -34,8 +34,7 @@ def scan_frames(input_dir: str) -> list[list]:
     suffixes = image_suffixes()
     listing = []
     for directory, _, files in os.walk(input_dir):
-        paths = sorted(os.path.join(directory, name) for name in files
-                       if os.path.splitext(name)[1].lower() in suffixes)
+        paths = sorted(os.path.join(directory, name) for name in files if os.path.splitext(name)[1].lower() in suffixes)
         if paths:
             listing.append([os.path.relpath(directory, input_dir), paths])
     return sorted(listing, key=lambda entry: entry[0])
@@ -53,11 +52,11 @@ def load_or_scan_listing(input_dir: str, wait_for_list_file: bool = False) -> li
         try:
             listing = json.loads(list_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"listing cache {str(list_file)!r} is unreadable ({error}); delete it to rescan") \
-                from None
+            raise ValueError(f"listing cache {str(list_file)!r} is unreadable ({error}); delete it to rescan") from None
         if not isinstance(listing, list) or not all(isinstance(e, list) and len(e) == 2 for e in listing):
-            raise ValueError(f"listing cache {str(list_file)!r} must be a list of [relative_dir, [paths]]; "
-                             f"delete it to rescan")
+            raise ValueError(
+                f"listing cache {str(list_file)!r} must be a list of [relative_dir, [paths]]; delete it to rescan"
+            )
         return listing
     listing = scan_frames(input_dir)
     temp = list_file.with_name(f"{LIST_FILE_NAME}.{os.getpid()}.tmp")
@@ -75,8 +74,7 @@ def _frames_source(task: tuple, problems: list[str]):
         for path in paths:
             frame_name = Path(path).with_suffix(".jpg").name
             if frame_name in seen:
-                problems.append(f"{path}: its output name {frame_name!r} collides with {seen[frame_name]!r}; "
-                                f"skipped")
+                problems.append(f"{path}: its output name {frame_name!r} collides with {seen[frame_name]!r}; skipped")
                 continue
             try:
                 with Image.open(path) as image:
@@ -106,10 +104,17 @@ def make_dataset_from_frames(
     listing = load_or_scan_listing(str(input_dir), wait_for_list_file)
     if len(listing) == 0:
         raise FileNotFoundError(f"input_dir {str(input_dir)!r} holds no images PIL can read")
-    tasks = [(relative_dir, list(paths)) for relative_dir, paths in partition_items(listing, partition,
-                                                                                     num_partitions)]
-    return convert_partition(tasks, _frames_source, output_dir, partition, specs, workers=workers,
-                             overwrite=overwrite, desc=f"Partition {partition}")
+    tasks = [(relative_dir, list(paths)) for relative_dir, paths in partition_items(listing, partition, num_partitions)]
+    return convert_partition(
+        tasks,
+        _frames_source,
+        output_dir,
+        partition,
+        specs,
+        workers=workers,
+        overwrite=overwrite,
+        desc=f"Partition {partition}",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -121,16 +126,37 @@ def make_dataset_from_frames(
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--height", type=int, default=144, show_default=True, help="Output height (centre crop + Lanczos).")
 @click.option("--width", type=int, default=256, show_default=True, help="Output width.")
-@click.option("--resolution", "resolution_list", multiple=True, metavar="HxW",
-              help="Output size, repeatable; when given, --height/--width count only if set explicitly.")
+@click.option(
+    "--resolution",
+    "resolution_list",
+    multiple=True,
+    metavar="HxW",
+    help="Output size, repeatable; when given, --height/--width count only if set explicitly.",
+)
 @click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
 @click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
 @click.option("--wait-for-list-file", is_flag=True, help=f"Poll every {POLL_SECONDS} s for the listing cache.")
-@click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default="number of cores",
-              help="Parallel worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default_workers(),
+    show_default="number of cores",
+    help="Parallel worker processes.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
-def main(ctx, input_dir, output_dir, height, width, resolution_list, partition, num_partitions, wait_for_list_file,
-         workers, overwrite):
+def main(
+    ctx,
+    input_dir,
+    output_dir,
+    height,
+    width,
+    resolution_list,
+    partition,
+    num_partitions,
+    wait_for_list_file,
+    workers,
+    overwrite,
+):
     """Convert every directory of images below INPUT_DIR (one clip per directory, frames in plain string order
     of their file names) into partition PARTITION of a dataset in OUTPUT_DIR. Frame names keep the file name
     with a .jpg suffix; JPEG quality 100, 4:4:4; non-RGB images are converted to RGB. The directory listing is
@@ -144,8 +170,9 @@ def main(ctx, input_dir, output_dir, height, width, resolution_list, partition, 
       python -m dataset_tools.make_dataset_from_frames frames/ data/ --partition 1 --num-partitions 4 \\
           --wait-for-list-file
     """
-    explicit = any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-                   for name in ("height", "width"))
+    explicit = any(
+        ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE for name in ("height", "width")
+    )
     if resolution_list and not explicit:
         height = width = None
     try:
@@ -157,9 +184,16 @@ def main(ctx, input_dir, output_dir, height, width, resolution_list, partition, 
     if not 0 <= partition < num_partitions:
         raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
     try:
-        written = make_dataset_from_frames(input_dir, output_dir, specs, partition=partition,
-                                           num_partitions=num_partitions, wait_for_list_file=wait_for_list_file,
-                                           workers=workers, overwrite=overwrite)
+        written = make_dataset_from_frames(
+            input_dir,
+            output_dir,
+            specs,
+            partition=partition,
+            num_partitions=num_partitions,
+            wait_for_list_file=wait_for_list_file,
+            workers=workers,
+            overwrite=overwrite,
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error))
     for shard in written:

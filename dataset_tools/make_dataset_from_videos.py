@@ -23,8 +23,11 @@ def list_videos(input_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input_dir {str(input_dir)!r} is not a directory")
-    pairs = [(p, p.relative_to(input_dir)) for p in input_dir.rglob("*")
-             if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+    pairs = [
+        (p, p.relative_to(input_dir))
+        for p in input_dir.rglob("*")
+        if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+    ]
     return sorted(pairs)
 
 
@@ -38,8 +41,9 @@ def _video_source(task: tuple, problems: list[str]):
 
     def frames():
         try:
-            for index, image in enumerate(iter_video_frames(path, problems, start=trim_start, trim_end=trim_end,
-                                                            fps=fps)):
+            for index, image in enumerate(
+                iter_video_frames(path, problems, start=trim_start, trim_end=trim_end, fps=fps)
+            ):
                 yield f"frame_{index:06d}.jpg", image
         except (av.error.FFmpegError, OSError) as error:
             problems.append(f"{path}: cannot read the video ({error}); skipped")
@@ -69,8 +73,16 @@ def make_dataset_from_videos(
         raise FileNotFoundError(f"input_dir {str(input_dir)!r} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
     selected = partition_items(videos, partition, num_partitions)
     tasks = [(str(path), clip_path_of(rel), trim_start, trim_end, fps) for path, rel in selected]
-    return convert_partition(tasks, _video_source, output_dir, partition, specs, workers=workers,
-                             overwrite=overwrite, desc=f"Partition {partition}")
+    return convert_partition(
+        tasks,
+        _video_source,
+        output_dir,
+        partition,
+        specs,
+        workers=workers,
+        overwrite=overwrite,
+        desc=f"Partition {partition}",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -81,20 +93,47 @@ def make_dataset_from_videos(
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--height", type=int, default=None, help="Output height (with --width): centre crop + Lanczos.")
 @click.option("--width", type=int, default=None, help="Output width (with --height).")
-@click.option("--resolution", "resolution_list", multiple=True, metavar="HxW",
-              help="Additional output size, written in the same pass; repeatable.")
-@click.option("--long-edge", type=int, default=None,
-              help="Without a fixed size: resize the long edge to this many px (output directly in OUTPUT_DIR).")
+@click.option(
+    "--resolution",
+    "resolution_list",
+    multiple=True,
+    metavar="HxW",
+    help="Additional output size, written in the same pass; repeatable.",
+)
+@click.option(
+    "--long-edge",
+    type=int,
+    default=None,
+    help="Without a fixed size: resize the long edge to this many px (output directly in OUTPUT_DIR).",
+)
 @click.option("--trim-start", type=float, default=0.0, show_default=True, help="Seconds to skip at the start.")
 @click.option("--trim-end", type=float, default=0.0, show_default=True, help="Seconds to drop at the end.")
 @click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: keep the source's).")
 @click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
 @click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
-@click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default="number of cores",
-              help="Parallel worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default_workers(),
+    show_default="number of cores",
+    help="Parallel worker processes.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
-def main(input_dir, output_dir, height, width, resolution_list, long_edge, trim_start, trim_end, fps, partition,
-         num_partitions, workers, overwrite):
+def main(
+    input_dir,
+    output_dir,
+    height,
+    width,
+    resolution_list,
+    long_edge,
+    trim_start,
+    trim_end,
+    fps,
+    partition,
+    num_partitions,
+    workers,
+    overwrite,
+):
     """Convert the videos below INPUT_DIR (.avi .mkv .mov .mp4 .wmv, recursive) into partition PARTITION of a
     dataset in OUTPUT_DIR. Clip path = video path relative to INPUT_DIR without extension; frames are
     frame_000000.jpg, ... (JPEG quality 100, 4:4:4). Unreadable videos are skipped with a warning.
@@ -121,9 +160,18 @@ def main(input_dir, output_dir, height, width, resolution_list, long_edge, trim_
     if fps is not None and fps <= 0:
         raise click.ClickException(f"--fps must be > 0, got {fps}")
     try:
-        written = make_dataset_from_videos(input_dir, output_dir, specs, trim_start=trim_start, trim_end=trim_end,
-                                           fps=fps, partition=partition, num_partitions=num_partitions,
-                                           workers=workers, overwrite=overwrite)
+        written = make_dataset_from_videos(
+            input_dir,
+            output_dir,
+            specs,
+            trim_start=trim_start,
+            trim_end=trim_end,
+            fps=fps,
+            partition=partition,
+            num_partitions=num_partitions,
+            workers=workers,
+            overwrite=overwrite,
+        )
     except (FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error))
     for shard in written:

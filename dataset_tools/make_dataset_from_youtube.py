@@ -127,13 +127,28 @@ def _interval_source(task: tuple, problems: list[str]):
     return clip_path, frames()
 
 
-def make_dataset_from_clips(items: list[tuple[str, str]], video_files: dict[str, Path], output_dir, specs,
-                            partition: int, fps: float | None = None, workers: int = 1, overwrite: bool = False
-                            ) -> list[Path]:
+def make_dataset_from_clips(
+    items: list[tuple[str, str]],
+    video_files: dict[str, Path],
+    output_dir,
+    specs,
+    partition: int,
+    fps: float | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> list[Path]:
     """Cut the ``(video_id, interval)`` items of one partition from local ``video_files`` into shards."""
     tasks = [(str(video_files[v]), interval, fps) for v, interval in items if v in video_files]
-    return convert_partition(tasks, _interval_source, output_dir, partition, specs, workers=workers,
-                             overwrite=overwrite, desc=f"Partition {partition}")
+    return convert_partition(
+        tasks,
+        _interval_source,
+        output_dir,
+        partition,
+        specs,
+        workers=workers,
+        overwrite=overwrite,
+        desc=f"Partition {partition}",
+    )
 
 
 def make_dataset_from_youtube(
@@ -154,8 +169,9 @@ def make_dataset_from_youtube(
         return convert_partition([], _interval_source, output_dir, partition, specs)  # Prints the skip notes.
     video_ids = list(dict.fromkeys(v for v, _ in items))
     video_files = download_videos(video_ids, video_cache_dir, download_workers)
-    return make_dataset_from_clips(items, video_files, output_dir, specs, partition, fps=fps, workers=workers,
-                                   overwrite=overwrite)
+    return make_dataset_from_clips(
+        items, video_files, output_dir, specs, partition, fps=fps, workers=workers, overwrite=overwrite
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -168,18 +184,42 @@ def make_dataset_from_youtube(
 @click.argument("video_cache_dir", type=click.Path(file_okay=False))
 @click.option("--height", type=int, default=144, show_default=True, help="Output height (centre crop + Lanczos).")
 @click.option("--width", type=int, default=256, show_default=True, help="Output width.")
-@click.option("--resolution", "resolution_list", multiple=True, metavar="HxW",
-              help="Output size, repeatable; when given, --height/--width count only if set explicitly.")
+@click.option(
+    "--resolution",
+    "resolution_list",
+    multiple=True,
+    metavar="HxW",
+    help="Output size, repeatable; when given, --height/--width count only if set explicitly.",
+)
 @click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: keep the source's).")
 @click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
 @click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
-@click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default="number of cores",
-              help="Parallel conversion processes.")
-@click.option("--download-workers", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Parallel downloads.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default_workers(),
+    show_default="number of cores",
+    help="Parallel conversion processes.",
+)
+@click.option(
+    "--download-workers", type=click.IntRange(min=1), default=8, show_default=True, help="Parallel downloads."
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
-def main(ctx, clips_config_path, output_dir, video_cache_dir, height, width, resolution_list, fps, partition,
-         num_partitions, workers, download_workers, overwrite):
+def main(
+    ctx,
+    clips_config_path,
+    output_dir,
+    video_cache_dir,
+    height,
+    width,
+    resolution_list,
+    fps,
+    partition,
+    num_partitions,
+    workers,
+    download_workers,
+    overwrite,
+):
     """Download (yt-dlp, cached in VIDEO_CACHE_DIR) the videos of partition PARTITION of CLIPS_CONFIG_PATH and
     write their intervals to OUTPUT_DIR. Clip path = <video_id>/<interval with ':'->'_' and ' '->'-'>, frames
     frame_000000.jpg, ... (JPEG quality 100, 4:4:4).
@@ -191,8 +231,9 @@ def main(ctx, clips_config_path, output_dir, video_cache_dir, height, width, res
       python -m dataset_tools.make_dataset_from_youtube dataset_tools/youtube_configs/biking.json \\
           datasets/biking cache/ --partition 3 --num-partitions 10
     """
-    explicit = any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-                   for name in ("height", "width"))
+    explicit = any(
+        ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE for name in ("height", "width")
+    )
     if resolution_list and not explicit:
         height = width = None
     try:
@@ -206,9 +247,18 @@ def main(ctx, clips_config_path, output_dir, video_cache_dir, height, width, res
     if fps is not None and fps <= 0:
         raise click.ClickException(f"--fps must be > 0, got {fps}")
     try:
-        written = make_dataset_from_youtube(clips_config_path, output_dir, video_cache_dir, specs,
-                                            partition=partition, num_partitions=num_partitions, fps=fps,
-                                            workers=workers, download_workers=download_workers, overwrite=overwrite)
+        written = make_dataset_from_youtube(
+            clips_config_path,
+            output_dir,
+            video_cache_dir,
+            specs,
+            partition=partition,
+            num_partitions=num_partitions,
+            fps=fps,
+            workers=workers,
+            download_workers=download_workers,
+            overwrite=overwrite,
+        )
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         raise click.ClickException(str(error))
     for shard in written:

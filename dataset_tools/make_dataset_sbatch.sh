@@ -25,10 +25,20 @@ if [ -n "${CONDA_ENV}" ]; then
     conda activate "${CONDA_ENV}"
 fi
 
+pids=()
 for ((i = 0; i < NUM_PARTITIONS; i++)); do
     # shellcheck disable=SC2086
     srun -N 1 -n 1 --exclusive python -m dataset_tools.make_dataset_from_videos "${SRC_DIR}" "${DST_DIR}" \
         --num-partitions "${NUM_PARTITIONS}" --partition "${i}" --workers "${SLURM_CPUS_PER_TASK:-20}" \
         ${EXTRA_ARGS} &
+    pids+=("$!")
 done
-wait
+# Wait for every partition and fail the job if any of them failed (rerunning redoes only the missing shards).
+status=0
+for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+        echo "partition ${i} failed" >&2
+        status=1
+    fi
+done
+exit "${status}"

@@ -63,16 +63,39 @@ def _world_texture(rng: np.random.Generator, texels_per_unit: int) -> np.ndarray
     elevation, moisture, detail = _periodic_noise(rng, 3, size, betas=(1.7, 1.9, 1.1))
     # Colour ramps over elevation (water, sand, vegetation, rock, snow); a dry and a wet variant mixed by moisture.
     stops = np.array([-2.0, -0.4, -0.15, 0.0, 0.8, 1.5, 2.2], dtype=np.float32)
-    dry = np.array([[0.05, 0.12, 0.35], [0.15, 0.35, 0.6], [0.85, 0.8, 0.55], [0.7, 0.65, 0.35],
-                    [0.55, 0.45, 0.3], [0.5, 0.48, 0.45], [0.95, 0.95, 0.97]], dtype=np.float32)
-    wet = np.array([[0.03, 0.1, 0.3], [0.1, 0.3, 0.55], [0.75, 0.72, 0.5], [0.2, 0.55, 0.2],
-                    [0.1, 0.35, 0.15], [0.4, 0.42, 0.4], [0.95, 0.95, 0.97]], dtype=np.float32)
+    dry = np.array(
+        [
+            [0.05, 0.12, 0.35],
+            [0.15, 0.35, 0.6],
+            [0.85, 0.8, 0.55],
+            [0.7, 0.65, 0.35],
+            [0.55, 0.45, 0.3],
+            [0.5, 0.48, 0.45],
+            [0.95, 0.95, 0.97],
+        ],
+        dtype=np.float32,
+    )
+    wet = np.array(
+        [
+            [0.03, 0.1, 0.3],
+            [0.1, 0.3, 0.55],
+            [0.75, 0.72, 0.5],
+            [0.2, 0.55, 0.2],
+            [0.1, 0.35, 0.15],
+            [0.4, 0.42, 0.4],
+            [0.95, 0.95, 0.97],
+        ],
+        dtype=np.float32,
+    )
     hue_shift = rng.uniform(-0.08, 0.08, size=3).astype(np.float32)
     wetness = 1.0 / (1.0 + np.exp(-2.0 * moisture))  # [S, S]
     texture = np.empty((size, size, 3), dtype=np.float32)
     for c in range(3):
-        texture[..., c] = ((1 - wetness) * np.interp(elevation, stops, dry[:, c])
-                           + wetness * np.interp(elevation, stops, wet[:, c]) + hue_shift[c])
+        texture[..., c] = (
+            (1 - wetness) * np.interp(elevation, stops, dry[:, c])
+            + wetness * np.interp(elevation, stops, wet[:, c])
+            + hue_shift[c]
+        )
     texture *= (1.0 + 0.12 * detail)[..., None]
     return np.clip(texture, 0.0, 1.0)
 
@@ -150,8 +173,9 @@ class _Sprite:
 # Rendering.
 
 
-def iter_synthetic_frames(num_frames: int, height: int, width: int, seed: int = 0, video_index: int = 0
-                          ) -> Iterator[np.ndarray]:
+def iter_synthetic_frames(
+    num_frames: int, height: int, width: int, seed: int = 0, video_index: int = 0
+) -> Iterator[np.ndarray]:
     """Yield the frames of one synthetic video as uint8 ``[H, W, 3]`` arrays.
 
     Example::
@@ -187,7 +211,7 @@ def iter_synthetic_frames(num_frames: int, height: int, width: int, seed: int = 
     xs = ((np.arange(width) + 0.5) / height - 0.5 * aspect).astype(np.float32)
     for chunk_start in range(0, num_frames, CHUNK_FRAMES):
         t = np.arange(chunk_start, min(chunk_start + CHUNK_FRAMES, num_frames), dtype=np.float64)
-        centre = centres[chunk_start:chunk_start + len(t)].astype(np.float32)  # [T, 2]
+        centre = centres[chunk_start : chunk_start + len(t)].astype(np.float32)  # [T, 2]
         zoom = np.exp(0.2 * zoom_signal(t)).astype(np.float32)  # World units per frame height.
 
         # Background: look up the world under every pixel.
@@ -286,11 +310,18 @@ def make_synthetic_dataset(
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--num-videos", type=click.IntRange(min=1), default=4, show_default=True, help="Number of clips.")
 @click.option("--num-frames", type=click.IntRange(min=1), default=64, show_default=True, help="Frames per clip.")
-@click.option("--resolution", "resolution_list", multiple=True, default=("36x64", "144x256"), show_default=True,
-              help="HEIGHTxWIDTH to write; repeatable.")
+@click.option(
+    "--resolution",
+    "resolution_list",
+    multiple=True,
+    default=("36x64", "144x256"),
+    show_default=True,
+    help="HEIGHTxWIDTH to write; repeatable.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--num-partitions", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Shards per resolution.")
+@click.option(
+    "--num-partitions", type=click.IntRange(min=1), default=1, show_default=True, help="Shards per resolution."
+)
 def main(output_dir, num_videos, num_frames, resolution_list, seed, num_partitions):
     """Render a seeded synthetic long-video dataset (moving camera over a persistent world, moving objects,
     slow lighting drift) into OUTPUT_DIR/HHHHxWWWW/partition_NNNN.zip.
@@ -307,8 +338,15 @@ def main(output_dir, num_videos, num_frames, resolution_list, seed, num_partitio
         raise click.ClickException(f"--resolution: {error}")
     if num_partitions > num_videos:
         raise click.ClickException(f"--num-partitions ({num_partitions}) must not exceed --num-videos ({num_videos})")
-    root = make_synthetic_dataset(output_dir, num_videos=num_videos, num_frames=num_frames, resolutions=resolutions,
-                                  seed=seed, num_partitions=num_partitions, progress=True)
+    root = make_synthetic_dataset(
+        output_dir,
+        num_videos=num_videos,
+        num_frames=num_frames,
+        resolutions=resolutions,
+        seed=seed,
+        num_partitions=num_partitions,
+        progress=True,
+    )
     print(f"Wrote {num_videos} videos of {num_frames} frames at {', '.join(resolution_list)} to {root}")
 
 

