@@ -5,7 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import conv2d_gradfix, fma, grid_sample_gradfix
+from torch_utils import custom_ops
+from torch_utils.ops import (
+    bias_act,
+    conv2d_gradfix,
+    conv2d_resample,
+    filtered_lrelu,
+    fma,
+    grid_sample_gradfix,
+    upfirdn2d,
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -184,3 +193,53 @@ def test_fma_gradcheck_and_gradgradcheck(shapes):
 def test_fma_bad_input():
     with pytest.raises(TypeError, match="b must be a torch.Tensor"):
         fma.fma(torch.zeros(2), 2.0, torch.zeros(2))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kernel dispatch: _init() and the CUDA fallback.
+
+
+@pytest.mark.parametrize("module", [bias_act, upfirdn2d, filtered_lrelu], ids=lambda m: m.__name__.split(".")[-1])
+def test_init_looks_for_sources_once_and_falls_back(monkeypatch, module):
+    calls = []
+    monkeypatch.setattr(custom_ops, "try_get_plugin", lambda **kwargs: calls.append(kwargs))  # a failed build
+    monkeypatch.setattr(module, "_plugin", None)
+    monkeypatch.setattr(module, "_plugin_checked", False)
+    assert module._init() is False and calls == []  # no kernel sources in the tree: no build attempted
+
+    monkeypatch.setattr(module, "_plugin_checked", False)
+    monkeypatch.setattr(module.os.path, "isfile", lambda path: True)  # pretend the sources exist
+    assert module._init() is False
+    assert [c["module_name"] for c in calls] == [module.__name__.split(".")[-1] + "_plugin"]
+    assert "--use_fast_math" in calls[0]["extra_cuda_cflags"]
+    assert module._init() is False and len(calls) == 1  # looked only once per process
+
+
+@pytest.mark.gpu
+def test_ops_on_cuda_match_cpu():
+    # Not yet checked on GPU: no device was available while this was written.
+    device = torch.device("cuda")
+    x = _rand([2, 4, 8, 8], seed=30).float()
+    b = _rand([4], seed=31).float()
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    w = _rand([6, 4, 3, 3], seed=32).float()
+    grid = _grid(2, 5, 5, seed=33).float()
+    cases = [
+        lambda x, b, f, w, g: bias_act.bias_act(x, b, act="lrelu", clamp=1.0),
+        lambda x, b, f, w, g: upfirdn2d.upsample2d(x, f, up=2),
+        lambda x, b, f, w, g: upfirdn2d.downsample2d(x, f, down=2),
+        lambda x, b, f, w, g: filtered_lrelu.filtered_lrelu(x, f, f, b, up=2, down=2, padding=[2, 1, 2, 1], clamp=1),
+        lambda x, b, f, w, g: conv2d_resample.conv2d_resample(x, w, f, down=2, padding=1),
+        lambda x, b, f, w, g: conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1),
+        lambda x, b, f, w, g: grid_sample_gradfix.grid_sample(x, g),
+    ]
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # strict fp32 convolutions, to compare with the CPU
+    try:
+        for i, fn in enumerate(cases):
+            expected = fn(x, b, f, w, grid)
+            got = fn(x.to(device), b.to(device), f.to(device), w.to(device), grid.to(device))
+            assert got.device.type == "cuda", i
+            assert torch.allclose(got.cpu(), expected, atol=1e-5, rtol=1e-5), i
+    finally:
+        torch.backends.cudnn.allow_tf32 = allow_tf32

@@ -21,7 +21,6 @@ otherwise; `impl="ref"` always uses the reference path, which supports gradients
 
 import numbers
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -51,19 +50,14 @@ def _init() -> bool:
             # Imported here, not at module import, so that CPU-only use never touches the extension builder.
             from torch_utils import custom_ops
 
-            try:
-                _plugin = custom_ops.get_plugin(
-                    module_name="filtered_lrelu_plugin",
-                    sources=_plugin_sources,
-                    headers=_plugin_headers,
-                    source_dir=source_dir,
-                    extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
-                )
-            except Exception as err:  # A missing compiler or a build error must not stop training: fall back.
-                warnings.warn(
-                    f"filtered_lrelu: could not build the CUDA kernel, using the reference path instead: {err}"
-                )
-                _plugin = None
+            # On a failed build this warns once and returns None, so the reference path is used.
+            _plugin = custom_ops.try_get_plugin(
+                module_name="filtered_lrelu_plugin",
+                sources=_plugin_sources,
+                headers=_plugin_headers,
+                source_dir=source_dir,
+                extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
+            )
     return _plugin is not None
 
 
