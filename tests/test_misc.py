@@ -1,0 +1,145 @@
+"""Tests for torch_utils.misc (SPEC §8.2)."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from torch_utils import misc
+
+
+def test_constant_is_cached_and_broadcast():
+    a = misc.constant(np.sqrt(2))
+    assert a.dtype == torch.get_default_dtype() and a.device.type == "cpu" and a.ndim == 0
+    assert misc.constant(np.sqrt(2)) is a
+    assert misc.constant(np.sqrt(2), dtype=torch.float64) is not a
+    b = misc.constant([1, 2, 3], shape=[2, 3], dtype=torch.int64)
+    assert b.tolist() == [[1, 2, 3], [1, 2, 3]] and b.is_contiguous()
+    assert misc.constant([1, 2, 3], shape=(2, 3), dtype=torch.int64, device="cpu") is b
+    assert misc.constant([1, 2, 4], shape=(2, 3), dtype=torch.int64) is not b
+
+
+def test_nan_to_num_and_symbolic_assert():
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0])
+    y = misc.nan_to_num(x, nan=0.0, posinf=5.0, neginf=-5.0)
+    assert y.tolist() == [0.0, 5.0, -5.0, 1.0]
+    assert misc.symbolic_assert is torch._assert
+    with pytest.raises(AssertionError, match="custom message"):
+        misc.symbolic_assert(False, "custom message")
+
+
+def test_assert_shape_messages():
+    x = torch.zeros(2, 3, 16, 36, 64)  # [N, C, T, H, W]
+    misc.assert_shape(x, [None, 3, 16, 36, 64])
+    misc.assert_shape(x, [2, None, None, None, torch.tensor(64)])
+    with pytest.raises(AssertionError, match="Wrong number of dimensions: got 5, expected 4"):
+        misc.assert_shape(x, [None, 3, 16, 36])
+    with pytest.raises(AssertionError, match="Wrong size for dimension 2: got 16, expected 8"):
+        misc.assert_shape(x, [None, 3, 8, 36, 64])
+    with pytest.raises(AssertionError, match="Wrong size for dimension 4"):
+        misc.assert_shape(x, [None, 3, 16, 36, torch.tensor(65)])
+
+
+def test_suppress_tracer_warnings_and_profiled_function():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with misc.suppress_tracer_warnings():
+            warnings.warn("tracer noise", torch.jit.TracerWarning)
+        warnings.warn("kept", UserWarning)
+    assert [str(w.message) for w in caught] == ["kept"]
+
+    @misc.profiled_function
+    def scaled_add(a, b, scale=1):
+        return (a + b) * scale
+
+    assert scaled_add.__name__ == "scaled_add"
+    with torch.autograd.profiler.profile() as prof:
+        assert scaled_add(torch.ones(2), 1, scale=3).tolist() == [6.0, 6.0]
+    assert any(e.name == "scaled_add" for e in prof.function_events)
+
+
+def test_infinite_sampler_is_seeded_and_partitions_ranks():
+    dataset = list(range(10))
+    full = list(itertools.islice(misc.InfiniteSampler(dataset, seed=3), 40))
+    assert full == list(itertools.islice(misc.InfiniteSampler(dataset, seed=3), 40))
+    assert full != list(itertools.islice(misc.InfiniteSampler(dataset, seed=4), 40))
+    assert set(full) == set(dataset)  # every item comes up (the swap window wraps, so passes may repeat items)
+    assert full[10:20] != full[:10]  # later passes are reshuffled
+    rank0 = list(itertools.islice(misc.InfiniteSampler(dataset, rank=0, num_replicas=2, seed=3), 20))
+    rank1 = list(itertools.islice(misc.InfiniteSampler(dataset, rank=1, num_replicas=2, seed=3), 20))
+    assert rank0 == full[0::2] and rank1 == full[1::2]
+    ordered = list(itertools.islice(misc.InfiniteSampler(dataset, shuffle=False), 12))
+    assert ordered == dataset + [0, 1]
+    with pytest.raises(ValueError, match="rank must be in \\[0, 2\\), got 2"):
+        misc.InfiniteSampler(dataset, rank=2, num_replicas=2)
+    with pytest.raises(ValueError, match="window_size must be in \\[0, 1\\], got 1.5"):
+        misc.InfiniteSampler(dataset, window_size=1.5)
+    with pytest.raises(ValueError, match="dataset must be non-empty"):
+        misc.InfiniteSampler([])
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, channels=3, extra=False):
+        super().__init__()
+        self.fc = torch.nn.Linear(channels, channels)
+        self.register_buffer("avg", torch.zeros(channels))
+        if extra:
+            self.head = torch.nn.Linear(channels, 2)
+
+    def forward(self, x):
+        y = self.fc(x) + self.avg
+        return (y, y.mean(dim=1)) if hasattr(self, "head") else y
+
+
+def test_params_and_buffers_and_copy():
+    torch.manual_seed(0)
+    src, dst = _Net(), _Net()
+    assert [name for name, _ in misc.named_params_and_buffers(src)] == ["fc.weight", "fc.bias", "avg"]
+    assert len(misc.params_and_buffers(src)) == 3
+    with torch.no_grad():
+        src.avg.fill_(2.0)
+    misc.copy_params_and_buffers(src, dst, require_all=True)
+    for (_, a), (_, b) in zip(misc.named_params_and_buffers(src), misc.named_params_and_buffers(dst)):
+        assert torch.equal(a, b)
+    assert dst.fc.weight.requires_grad
+
+    bigger = _Net(extra=True)
+    misc.copy_params_and_buffers(src, bigger)  # head.* missing in src: skipped
+    with pytest.raises(KeyError, match="'head.weight'"):
+        misc.copy_params_and_buffers(src, bigger, require_all=True)
+    with pytest.raises(ValueError, match="'fc.weight' has shape \\[4, 4\\] in src_module but \\[3, 3\\]"):
+        misc.copy_params_and_buffers(_Net(channels=4), dst)
+    with pytest.raises(TypeError, match="src_module must be a torch.nn.Module, got dict"):
+        misc.copy_params_and_buffers({}, dst)
+
+
+def test_ddp_helpers_without_a_process_group():
+    net = _Net()
+    with misc.ddp_sync(net, sync=False):
+        net(torch.ones(1, 3)).sum().backward()
+    assert net.fc.weight.grad is not None
+    misc.check_ddp_consistency(net)  # no group: nothing to compare against
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module, got str"):
+        misc.check_ddp_consistency("net")
+
+
+def test_print_module_summary(capsys):
+    torch.manual_seed(0)
+    net = _Net(extra=True)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    outputs = misc.print_module_summary(net, [x])
+    assert isinstance(outputs, tuple) and torch.equal(outputs[0], net(x)[0])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["Module", "Parameters", "Buffers", "Output", "shape", "Datatype", "Mean", "Std",
+                                "Min|x|", "Max|x|"]  # fmt: skip
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert rows["fc"][1:4] == ["12", "-", "[4,"]
+    assert rows["<top-level>:0"][1:3] == ["8", "3"] and rows["<top-level>:1"][3] == "[4]"
+    assert "head" not in rows  # never called, so it has no row ...
+    assert rows["Total"][1:3] == ["20", "3"]  # ... but its parameters count towards the top level
+    expected_mean = f"{outputs[1].mean().item():.3g}"
+    assert rows["<top-level>:1"][5] == expected_mean
+    with pytest.raises(TypeError, match="inputs must be a tuple or list, got Tensor"):
+        misc.print_module_summary(net, x)
