@@ -85,8 +85,9 @@ class Logger:
             self.file = open(file_name, file_mode + "t", encoding="utf-8")
         self.stdout = sys.stdout
         self.stderr = sys.stderr
+        self._stderr_tee = _StreamTee(self, self.stderr)
         sys.stdout = self
-        sys.stderr = self
+        sys.stderr = self._stderr_tee
 
     def __enter__(self) -> "Logger":
         return self
@@ -94,21 +95,23 @@ class Logger:
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         self.close()
 
-    def write(self, text: str | bytes) -> None:
+    def write(self, text: str | bytes, console: Any = None) -> None:
+        """Write to the log file and to `console` (default: the original stdout)."""
         if isinstance(text, bytes):
             text = text.decode(errors="replace")
         if len(text) == 0:  # Some libraries write empty strings to probe the stream.
             return
+        console = self.stdout if console is None else console
         if self.file is not None:
             self.file.write(text)
-        self.stdout.write(text)
+        console.write(text)
         if self.should_flush:
-            self.flush()
+            self.flush(console)
 
-    def flush(self) -> None:
+    def flush(self, console: Any = None) -> None:
         if self.file is not None:
             self.file.flush()
-        self.stdout.flush()
+        (self.stdout if console is None else console).flush()
 
     def isatty(self) -> bool:
         return False
@@ -116,13 +119,31 @@ class Logger:
     def close(self) -> None:
         """Flush, close the file and put the original stdout/stderr back (only if they are still ours)."""
         self.flush()
+        self.stderr.flush()
         if sys.stdout is self:
             sys.stdout = self.stdout
-        if sys.stderr is self:
+        if sys.stderr is self._stderr_tee:
             sys.stderr = self.stderr
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+class _StreamTee:
+    """Stand-in for sys.stderr while a Logger is active: log file plus the original stderr."""
+
+    def __init__(self, logger: Logger, console: Any):
+        self.logger = logger
+        self.console = console
+
+    def write(self, text: str | bytes) -> None:
+        self.logger.write(text, console=self.console)
+
+    def flush(self) -> None:
+        self.logger.flush(self.console)
+
+    def isatty(self) -> bool:
+        return False
 
 
 # ----------------------------------------------------------------------------

@@ -96,7 +96,8 @@ def test_logger_tees_stdout_and_stderr(tmp_path, capsys):
     assert sys.stdout is not None and not isinstance(sys.stdout, util.Logger)
     print("after close")
     assert log_path.read_text() == "Loading dataset...\nwarning line\n"
-    assert "Loading dataset..." in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out == "Loading dataset...\nafter close\n" and captured.err == "warning line\n"
     with util.Logger(str(log_path), file_mode="a"):
         print("resumed")
     assert log_path.read_text().endswith("resumed\n")

@@ -194,6 +194,7 @@ def test_meta_format_matches_spec(net_module):
 
     # Loaded objects: original class name, decorator's qualname/module, same outputs.
     loaded = pickle.loads(data)
+    assert type(loaded) is type(net)  # Byte-identical source: the real, already imported module is reused.
     assert type(loaded).__name__ == "Net"
     assert type(loaded).__module__ == "torch_utils.persistence"
     assert type(loaded).__qualname__ == "persistent_class.<locals>.Decorator"
