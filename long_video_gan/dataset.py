@@ -439,7 +439,14 @@ class VideoDatasetPerImage(torch.utils.data.Dataset):
         self.res_dir = str(index.res_dir)
         self.partition_names = index.partition_names
         self.frame_paths = index.frame_paths
-        self.clips = [c for c in index.clips() if c[2] >= self.seq_length]  # [(partition, clip, n)]
+        all_clips = index.clips()
+        self.clips = [c for c in all_clips if c[2] >= self.seq_length]  # [(partition, clip, n)]
+        if len(self.clips) == 0:
+            longest = max((c[2] for c in all_clips), default=0)
+            raise ValueError(
+                f"no clip in {self.res_dir!r} has the {self.seq_length} frames of one window (seq_length); "
+                f"it has {len(all_clips)} clips, the longest with {longest} frames"
+            )
         windows = np.array([n - self.seq_length + 1 for _, _, n in self.clips], dtype=np.int64)
         self._ends = np.cumsum(windows)  # Item index where each clip's windows end.
         self._reader = _PartitionReader(index.zip_paths)

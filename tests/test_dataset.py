@@ -193,6 +193,8 @@ def test_per_image_windows(tmp_path):
     assert set(dataset[0]) == {"video", "num_samples_from_source"}
     with pytest.raises(IndexError):
         dataset[5]
+    with pytest.raises(ValueError, match="no clip .* has the 7 frames of one window .* 3 clips, the longest with 6"):
+        VideoDatasetPerImage(tmp_path, height=36, width=64, seq_length=7)
 
 
 def test_non_rgb_frames_become_rgb(tmp_path):

@@ -182,6 +182,19 @@ def test_fps_resampling_and_trim(tmp_path):
         assert double.read("v/frame_000041.jpg") == plain.read("v/frame_000020.jpg")
 
 
+def test_long_edge_and_source_size_write_flat(tmp_path):
+    src = tmp_path / "videos"
+    make_lavfi_video(src / "v.mp4", seconds=0.2, size="64x36")
+    for name, extra, size in (("long", ["--long-edge", 32], (32, 18)), ("source", [], (64, 36))):
+        result = _invoke(make_dataset_from_videos.main, [src, tmp_path / name, "--num-partitions", 1, *extra])
+        assert result.exit_code == 0, result.output
+        shard = tmp_path / name / "partition_0000.zip"  # No HHHHxWWWW level without a fixed size.
+        with zipfile.ZipFile(shard) as zf:
+            assert PIL.Image.open(zf.open("v/frame_000000.jpg")).size == size
+    result = _invoke(make_dataset_from_videos.main, [src, tmp_path / "x", "--long-edge", 32, "--resolution", "36x64"])
+    assert result.exit_code != 0 and "--long-edge cannot be combined" in result.output
+
+
 def test_rerun_skips_and_overwrite_replaces(tmp_path):
     src = tmp_path / "videos"
     make_lavfi_video(src / "v.mp4", seconds=0.3, size="64x36")
