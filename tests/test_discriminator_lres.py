@@ -1,0 +1,190 @@
+"""Tests of the low-res video discriminator (long_video_gan/discriminator_lres.py)."""
+
+import os
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from long_video_gan.discriminator_lres import (
+    TINY_KWARGS,
+    Conv3dLayer,
+    DiscriminatorEpilogue,
+    Downsample3d,
+    VideoDiscriminator,
+)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE_DICTS = os.path.join(REPO_ROOT, "..", "shared", "reference", "state_dicts")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny convolutions gain nothing from threads on the shared 2-core machine; oversubscription only slows them.
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
+def _tiny_D(seed: int = 0, seq_length: int = 16, **overrides) -> VideoDiscriminator:
+    torch.manual_seed(seed)
+    return VideoDiscriminator(seq_length=seq_length, max_edge=64, **{**TINY_KWARGS, **overrides})
+
+
+def _video(seed: int, n: int = 2, t: int = 16) -> torch.Tensor:
+    return torch.randn([n, 3, t, 36, 64], generator=torch.Generator().manual_seed(seed))
+
+
+def test_default_state_dict_matches_reference():
+    path = os.path.join(STATE_DICTS, "lres_D.tsv")
+    if not os.path.isfile(path):
+        pytest.skip(f"reference state-dict listing {path} not found (shared dir absent)")
+    with open(path) as f:
+        reference = [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]
+    torch.manual_seed(0)
+    D = VideoDiscriminator(seq_length=128, max_edge=64)
+    ours = [(k, str(tuple(v.shape)), str(v.dtype)) for k, v in D.state_dict().items()]
+    assert ours == reference
+    assert sum(p.numel() for p in D.parameters()) == 46_424_609
+    assert D.spatail_scale == 16 and D.temporal_scale == 8 and D.epilogue.in_seq_length == 16
+    assert [(b.spatial_down, b.temporal_down) for b in D.blocks] == [(True, False)] + [(True, True)] * 3
+    assert torch.equal(D.blocks[1].conv_1.downsample._downsample_filter, torch.tensor([1.0, 3, 3, 1]) / 8)
+    # Every weight is N(0, 1), every bias zero.
+    assert all(torch.all(p == 0) for name, p in D.named_parameters() if name.endswith("bias"))
+    assert abs(D.epilogue.linear_0.weight.std().item() - 1) < 0.01
+
+
+def test_tiny_output_shape_and_finite_gradients():
+    D = _tiny_D()
+    video = _video(1).requires_grad_(True)
+    logits = D(video)
+    assert logits.shape == (2, 1) and logits.dtype == torch.float32
+    logits.sum().backward()
+    assert torch.isfinite(video.grad).all() and video.grad.abs().sum() > 0
+    for name, p in D.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_batch_independence_and_determinism():
+    D = _tiny_D()
+    video = _video(2)
+    with torch.no_grad():
+        both = D(video)
+        assert torch.equal(both, D(video))
+        torch.testing.assert_close(both, torch.cat([D(video[:1]), D(video[1:])]), rtol=1e-5, atol=1e-6)
+
+
+def test_input_is_zero_padded_to_a_square():
+    D = _tiny_D()
+    video = _video(3)
+    padded = F.pad(video, [0, 0, 14, 14])  # 36 -> 64 rows, 14 above and 14 below.
+    with torch.no_grad():
+        assert torch.equal(D(video), D(padded))
+    with pytest.raises(ValueError, match="max_edge"):
+        D(F.pad(video, [0, 2]))
+
+
+@pytest.mark.parametrize("seq_length", [1, 2, 3, 4, 6, 8, 12, 16, 24, 128])
+def test_allowed_seq_lengths(seq_length):
+    D = _tiny_D(seq_length=seq_length)
+    assert D.epilogue.in_seq_length * D.temporal_scale == seq_length
+    assert D.epilogue.in_seq_length >= 1
+    if seq_length <= 16:
+        with torch.no_grad():
+            assert D(_video(4, n=1, t=seq_length)).shape == (1, 1)
+
+
+@pytest.mark.parametrize("seq_length", [5, 10, 20, 100])
+def test_rejected_seq_lengths(seq_length):
+    with pytest.raises(ValueError, match="seq_length"):
+        _tiny_D(seq_length=seq_length)
+
+
+def test_constructor_errors_name_the_argument():
+    with pytest.raises(ValueError, match="seq_length"):
+        _tiny_D(seq_length=0)
+    with pytest.raises(ValueError, match="max_edge"):
+        VideoDiscriminator(seq_length=16, max_edge=48, **TINY_KWARGS)
+    with pytest.raises(ValueError, match="epilogue_kwargs"):
+        VideoDiscriminator(seq_length=16, max_edge=64, epilogue_kwargs=dict(in_seq_length=3))
+    with pytest.raises(ValueError, match="num_downsamples"):
+        DiscriminatorEpilogue(num_downsamples=1)
+
+
+def test_wrong_clip_length_is_rejected():
+    D = _tiny_D()
+    with pytest.raises(AssertionError, match="dimension 2"):
+        D(_video(5, t=8))
+
+
+def test_pickle_round_trip_keeps_outputs():
+    D = _tiny_D()
+    D2 = pickle.loads(pickle.dumps(D))
+    assert type(D2).__name__ == "VideoDiscriminator" and D2 is not D
+    assert D2.init_kwargs["seq_length"] == 16
+    video = _video(6)
+    with torch.no_grad():
+        assert torch.equal(D(video), D2(video))
+
+
+def test_fp16_flags_ignored_on_cpu():
+    D32 = _tiny_D(seed=7)
+    D16 = _tiny_D(seed=7, num_fp16_res=4)
+    assert [b.use_fp16 for b in D16.blocks] == [True] * 4
+    video = _video(8)
+    with torch.no_grad():
+        assert torch.equal(D32(video), D16(video))
+
+
+@pytest.mark.gpu
+def test_fp16_close_to_fp32_on_cuda():
+    D32 = _tiny_D(seed=7).cuda()
+    D16 = _tiny_D(seed=7, num_fp16_res=4).cuda()
+    video = _video(8).cuda()
+    with torch.no_grad():
+        a, b = D32(video), D16(video)
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=0, atol=2e-2 * max(a.abs().max().item(), 1))
+
+
+def test_downsample3d_formula():
+    x = torch.randn([1, 2, 6, 4, 8], generator=torch.Generator().manual_seed(9))
+    f = torch.tensor([1.0, 3, 3, 1]) / 8
+
+    def down_axis(v, dim):  # y[j] = sum_k f[k] v[2j + k - 1], zero outside.
+        v = v.movedim(dim, -1)
+        vp = F.pad(v, [1, 1])
+        out = torch.stack([(vp[..., 2 * j : 2 * j + 4] * f).sum(-1) for j in range(v.shape[-1] // 2)], dim=-1)
+        return out.movedim(-1, dim)
+
+    torch.testing.assert_close(Downsample3d(False, True)(x), down_axis(x, 2))
+    torch.testing.assert_close(Downsample3d(True, False)(x), down_axis(down_axis(x, 3), 4))
+    torch.testing.assert_close(Downsample3d(True, True)(x), down_axis(down_axis(down_axis(x, 3), 4), 2))
+
+
+def test_conv_layers_clamp_at_256():
+    torch.manual_seed(10)
+    skip = Conv3dLayer(4, 4, 1, 1, bias=False, conv_clamp=256)
+    x = torch.full([1, 4, 2, 3, 3], 1000.0)
+    assert skip(x).abs().max().item() == 256
+
+
+def test_epilogue_flatten_order():
+    """conv1d_0 input channel c*R*R + h*R + w; linear_0 input index c*T + t (channel-major)."""
+    torch.manual_seed(11)
+    ep = DiscriminatorEpilogue(in_res=2, in_seq_length=3, in_channels=2, channels=5, num_conv1d_layers=1)
+    x = torch.randn([1, 2, 3, 2, 2], generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        ep.conv1d_0._bias.zero_()
+        w = ep.conv1d_0.weight.zero_()
+        w[4, 1 * 4 + 1 * 2 + 0, 0] = 1.0  # Output channel 4 reads input (c=1, h=1, w=0).
+        ep.linear_0.weight.zero_()
+        ep.linear_0.weight[0, 4 * 3 + 2] = 1.0  # Hidden unit 0 reads (channel 4, t=2).
+        ep.linear_1.weight.zero_()
+        ep.linear_1.weight[0, 0] = 1.0
+        out = ep(x)
+    lrelu = lambda v: F.leaky_relu(v, 0.2) * 2**0.5
+    expected = lrelu(lrelu(x[0, 1, 2, 1, 0] / 8**0.5) / 15**0.5) / 5**0.5  # Equalized-lr gains.
+    torch.testing.assert_close(out[0, 0], expected)
