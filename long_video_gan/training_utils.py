@@ -25,50 +25,32 @@ import psutil
 import torch
 import torch.distributed as dist
 
+from torch_utils import distributed
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Distributed set-up.
 
 
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def env_world_size() -> int:
-    """World size announced by `torch.distributed.run` (1 for a plain `python script.py`)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def env_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+get_rank = distributed.get_rank
+get_world_size = distributed.get_world_size
 
 
 def resolve_device(device: str | None) -> torch.device:
     """`None` means CUDA when available, else CPU; a bare "cuda" becomes "cuda:LOCAL_RANK" under torchrun."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got '{device}'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device '{device}' requested but CUDA is not available")
         if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            dev = torch.device("cuda", distributed.get_local_rank())
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got '{device}'")
     return dev
-
-
-def init_distributed(device: torch.device) -> None:
-    """Joins the process group started by `torch.distributed.run` (gloo on CPU, NCCL on CUDA); none for one process.
-
-    With a single process no group is created, so the collectives in this package are skipped.
-    """
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if env_world_size() > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
 
 
 def set_precision_flags() -> None:
@@ -83,6 +65,13 @@ def set_precision_flags() -> None:
 def rank_seed(seed: int, rank: int, world_size: int) -> int:
     """Per-rank seed `rank + seed * world_size` (SPEC §4.12): distinct across ranks and across run seeds."""
     return rank + seed * world_size
+
+
+def seed_all(seed: int) -> None:
+    """Seeds torch (CPU and every CUDA device), numpy and Python `random` with `seed`."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
@@ -306,6 +295,9 @@ class InfiniteLoader:
         kwargs = dict(num_workers=num_workers, pin_memory=pin_memory)
         if num_workers > 0:
             kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=True)
+        # A private generator for the workers' base seed: otherwise creating the iterator draws from the global RNG,
+        # which would shift the training's random stream between a fresh and a resumed run.
+        kwargs.update(generator=torch.Generator().manual_seed(seed))
         self._loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size, sampler=sampler, **kwargs)
         self._iter = None
 
@@ -318,6 +310,25 @@ class InfiniteLoader:
         batch = next(self._iter)
         self.position += 1
         return batch
+
+
+def read_items(dataset, num_items: int, seed: int) -> list[dict]:
+    """`num_items` items of `dataset` chosen and drawn from `seed` alone, never from the training data stream."""
+    gen = torch.Generator().manual_seed(seed)
+    items = SeededItems(dataset)
+    out = []
+    for i in range(num_items):
+        index = int(torch.randint(len(dataset), [], generator=gen))
+        out.append(items[index, item_seed(seed, _SAMPLE_STREAM, i)])
+    return out
+
+
+def read_clips(dataset, num_clips: int, seed: int) -> torch.Tensor:
+    """Stacked `video` entries of `read_items`: `[N, C, T, H, W]`."""
+    return torch.stack([item["video"] for item in read_items(dataset, num_clips, seed)])
+
+
+_SAMPLE_STREAM = 2**30  # Stands in for the rank in item seeds, so sample clips never coincide with training items.
 
 
 # ----------------------------------------------------------------------------------------------------------------------

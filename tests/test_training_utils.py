@@ -236,13 +236,12 @@ def test_sampler_epochs_and_ranks():
 
 def test_infinite_loader_resumes_with_any_worker_count():
     torch.manual_seed(0)
+    rng = torch.get_rng_state()
     loader = tu.InfiniteLoader(_RandomItems(), batch_size=2, seed=1, num_workers=0)
     batches = [next(loader) for _ in range(5)]
+    assert torch.equal(rng, torch.get_rng_state())  # Neither the loader nor reading items touch the global RNG.
     assert loader.position == 5
     resumed = tu.InfiniteLoader(_RandomItems(), batch_size=2, seed=1, start_batches=3, num_workers=1)
     for expected in batches[3:]:
         got = next(resumed)
         assert torch.equal(got["index"], expected["index"]) and torch.equal(got["value"], expected["value"])
-    rng = torch.get_rng_state()
-    next(loader)
-    assert torch.equal(rng, torch.get_rng_state())  # Reading items leaves the caller's RNG alone.

@@ -1,0 +1,185 @@
+"""Set-up shared by `train_lres.py` and `train_sres.py`: presets, input checks, run directory, resume, launch.
+
+Every check runs before any training work and raises `ConfigError` with a message that names the command-line
+option at fault; the scripts turn it into a `click.ClickException`. Under `torch.distributed.run` every rank runs
+this code; rank 0 chooses the run directory and tells the others.
+"""
+
+import json
+import os
+
+import torch
+
+import dnnlib
+from long_video_gan import training_utils as tu
+from torch_utils import distributed
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """A bad command-line option; the message names it."""
+
+
+def apply_preset(opts: dnnlib.EasyDict, presets: dict) -> dnnlib.EasyDict:
+    """Fills the options the user left unset (None, or an empty tuple for multiple options) from the preset."""
+    if opts.preset not in presets:
+        raise ConfigError(f"--preset: unknown preset '{opts.preset}'; valid: {', '.join(presets)}")
+    opts = dnnlib.EasyDict(opts)
+    for key, value in presets[opts.preset].items():
+        if opts.get(key) is None or opts.get(key) == ():
+            opts[key] = value
+    if list(opts.metric) == ["none"]:
+        opts.metric = ()
+    return opts
+
+
+def check_options(opts: dnnlib.EasyDict, world_size: int) -> None:
+    """Checks the numeric options and metric names (no file access)."""
+    for name, key in [("--batch", "batch"), ("--grad-accum", "grad_accum"), ("--tick", "tick"), ("--snap", "snap"),
+                      ("--train-snap", "train_snap")]:
+        if opts[key] < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {opts[key]}")
+    if opts.steps < 0:
+        raise ConfigError(f"--steps must be non-negative, got {opts.steps}")
+    if opts.gamma < 0:
+        raise ConfigError(f"--gamma must be non-negative, got {opts.gamma}")
+    if opts.workers < 0:
+        raise ConfigError(f"--workers must be non-negative, got {opts.workers}")
+    if opts.batch % (world_size * opts.grad_accum) != 0:
+        raise ConfigError(
+            f"--batch must be divisible by world size x --grad-accum = {world_size} x {opts.grad_accum} = "
+            f"{world_size * opts.grad_accum}, got {opts.batch}"
+        )
+    if opts.train_snap % opts.snap != 0:
+        raise ConfigError(f"--train-snap must be a multiple of --snap ({opts.snap}), got {opts.train_snap}")
+    if opts.metric:
+        try:
+            from metrics import metric_main
+        except ImportError as e:
+            raise ConfigError(f"--metric: the metrics package cannot be imported ({e})") from None
+        for name in opts.metric:
+            if not metric_main.is_valid_metric(name):
+                valid = ", ".join(metric_main.list_valid_metrics())
+                raise ConfigError(f"--metric: unknown name '{name}'; valid: {valid} (or 'none')")
+
+
+def check_dataset(dataset_kwargs: dict) -> None:
+    """Opens the training dataset once: missing resolution directories, clips that differ between resolutions and
+    clips too short for the clip length are reported here."""
+    try:
+        dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"--dataset: {e}") from None
+    dataset.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Settings that must match between a run and the checkpoint it resumes from.
+RESUME_KEYS = ("gan_kwargs", "dataset_kwargs", "total_batch", "grad_accum", "seed")
+
+
+def _normalised(value):
+    return json.loads(json.dumps(value))
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for each resume-relevant setting that differs (the dataset location may move)."""
+    diffs = []
+    for key in RESUME_KEYS:
+        a, b = _normalised(old.get(key)), _normalised(new.get(key))
+        if key == "dataset_kwargs" and isinstance(a, dict) and isinstance(b, dict):
+            a, b = {k: v for k, v in a.items() if k != "dataset_dir"}, {k: v for k, v in b.items() if k != "dataset_dir"}
+        if a != b:
+            diffs.append(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return diffs
+
+
+def resolve_run(opts: dnnlib.EasyDict, c: dnnlib.EasyDict, phase: str) -> tuple[str | None, str | None, dict | None]:
+    """(run dir to continue or None for a new one, resume pickle path, loaded pickle) for `--resume`.
+
+    `auto`: the newest train pickle of the newest run dir whose name ends with this run's description (a rerun of
+    the same command continues it); `none`: always a new run; a path: resume from that pickle in a new run dir.
+    """
+    desc = tu.run_desc(opts.dataset, opts.batch, opts.grad_accum, opts.gamma)
+    run_dir = path = None
+    if opts.resume == "auto":
+        latest = tu.find_latest_run_dir(opts.outdir, desc)
+        found = tu.find_latest_train_checkpoint(latest) if latest else None
+        if found:
+            run_dir, path = latest, found[0]
+    elif opts.resume != "none":
+        path = opts.resume
+    if path is None:
+        return None, None, None
+
+    try:
+        data = tu.load_train_checkpoint(path, phase)
+    except tu.CheckpointError as e:
+        raise ConfigError(f"--resume: {e}") from None
+    diffs = config_differences(data.get("config") or {}, c)
+    if diffs:
+        hint = "; pass --resume=none to start a new run" if opts.resume == "auto" else ""
+        raise ConfigError(f"--resume: '{path}' was trained with other settings ({'; '.join(diffs)}){hint}")
+    if data["step"] >= c.total_steps and opts.resume != "auto":
+        raise ConfigError(f"--resume: '{path}' is at step {data['step']}, not below --steps={c.total_steps}")
+    return run_dir, path, data
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def setup_and_train(phase: str, opts: dict, presets: dict, build_config) -> None:
+    """Everything between the parsed options and `training_loop`: `build_config(opts, device, world_size)` makes the
+    phase's config dict. All checks run before the process group is joined or anything is written, and raise
+    ConfigError for bad input."""
+    opts = apply_preset(dnnlib.EasyDict(opts), presets)
+    try:
+        device = tu.resolve_device(opts.device)
+    except ValueError as e:
+        raise ConfigError(f"--device: {e}") from None
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # Set by torch.distributed.run; 1 for a plain launch.
+    rank = int(os.environ.get("RANK", "0"))
+    check_options(opts, world_size)
+    try:
+        tu.check_writable_dir(opts.outdir)
+    except PermissionError as e:
+        raise ConfigError(f"--outdir: {e}") from None
+    c = build_config(opts, device, world_size)
+    c.wandb_mode = tu.resolve_wandb_mode(opts.wandb)
+    check_dataset(c.dataset_kwargs)
+    run_dir, resume_path, resume_data = resolve_run(opts, c, phase)
+    c.resume_path = resume_path
+    c.start_step = int(resume_data["step"]) if resume_data is not None else 0
+    desc = tu.run_desc(opts.dataset, opts.batch, opts.grad_accum, opts.gamma)
+    if resume_data is not None and opts.resume == "auto" and resume_data["step"] >= c.total_steps:
+        if rank == 0:
+            print(f"{run_dir} is complete (step {resume_data['step']} of --steps={c.total_steps}); nothing to do. "
+                  f"Raise --steps to continue it, or pass --resume=none to start a new run.")
+        return
+    if opts.dry_run:
+        if rank == 0:
+            c.run_dir = run_dir or tu.get_next_run_dir(opts.outdir, desc)
+            print(json.dumps(c, indent=2))
+            print("Dry run; exiting.")
+        return
+
+    # Join the process group (gloo on CPU, NCCL on CUDA); rank 0 picks the run directory and tells the others.
+    distributed.init(backend="gloo" if device.type == "cpu" else "nccl")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if run_dir is None and distributed.get_rank() == 0:
+        run_dir = tu.get_next_run_dir(opts.outdir, desc)
+    c.run_dir = distributed.broadcast_object(run_dir)
+    if distributed.get_rank() == 0:
+        os.makedirs(c.run_dir, exist_ok=True)
+        tu.atomic_write_text(json.dumps(c, indent=2), os.path.join(c.run_dir, "config.json"))
+    distributed.barrier()
+
+    from long_video_gan.training_loop import training_loop
+
+    try:
+        training_loop(**c, resume_data=resume_data)
+    finally:
+        distributed.shutdown()

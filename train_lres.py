@@ -1,0 +1,144 @@
+"""Train the low-resolution generator of LongVideoGAN (Brooks et al., NeurIPS 2022) on 36x64 video clips."""
+
+import click
+
+import dnnlib
+from long_video_gan import training_setup
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Presets: fill only the options the user left unset. "paper" is the original release; "tiny" trains tiny networks on
+# 16-frame clips, which runs on a 2-core CPU.
+
+PRESETS = {
+    "paper": dict(batch=64, grad_accum=2, gamma=1.0, steps=100_000, tick=500, snap=10, train_snap=100, metric=(),
+                  workers=2, seq_length=128, result_seq_length=256, tiny=False),
+    "tiny": dict(batch=4, grad_accum=2, gamma=1.0, steps=2000, tick=20, snap=5, train_snap=10, metric=(),
+                 workers=1, seq_length=16, result_seq_length=32, tiny=True),
+}
+
+HEIGHT, WIDTH = 36, 64  # The low-res dataset resolution (directory 0036x0064/).
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyDict:
+    """The training config (saved as config.json) from the resolved options."""
+    from long_video_gan import discriminator_lres, generator_lres
+
+    seq_length = opts.seq_length
+    G_kwargs = dict(class_name="long_video_gan.generator_lres.VideoGenerator", out_height=HEIGHT, out_width=WIDTH)
+    D_kwargs = dict(
+        class_name="long_video_gan.discriminator_lres.VideoDiscriminator",
+        seq_length=seq_length,
+        max_edge=max(HEIGHT, WIDTH),
+    )
+    if opts.tiny:
+        G_kwargs.update(generator_lres.TINY_KWARGS)
+        D_kwargs.update(discriminator_lres.TINY_KWARGS)
+    dataset_kwargs = dict(
+        class_name="long_video_gan.dataset.VideoDataset",
+        dataset_dir=opts.dataset,
+        seq_length=seq_length,
+        height=HEIGHT,
+        width=WIDTH,
+        x_flip=True,
+    )
+    gan_kwargs = dict(
+        class_name="long_video_gan.video_gan_lres.LowResVideoGAN",
+        G_kwargs=G_kwargs,
+        D_kwargs=D_kwargs,
+        seq_length=seq_length,
+        gamma=opts.gamma,
+        r1_interval=16,
+        G_lrate=0.003,
+        D_lrate=0.002,
+        G_betas=[0.0, 0.99],
+        D_betas=[0.0, 0.99],
+        lrate_warmup_steps=0,
+        G_ema_beta=0.99985,
+        G_ema_warmup_steps=25000,
+        magnitude_ema_beta=0.999,
+        diffaug_policy="color,translation,cutout",
+        temp_scale_augment=1.0,
+        random_temp_translate=True,
+    )
+    return dnnlib.EasyDict(
+        phase="lres",
+        run_dir=None,
+        dataset_dir=opts.dataset,
+        seq_length=seq_length,
+        height=HEIGHT,
+        width=WIDTH,
+        x_flip=True,
+        seed=opts.seed,
+        benchmark=False,
+        allow_fp16_reduce=False,
+        allow_tf32=False,
+        start_step=0,
+        total_steps=opts.steps,
+        steps_per_tick=opts.tick,
+        ticks_per_G_ema_ckpt=opts.snap,
+        ticks_per_train_ckpt=opts.train_snap,
+        result_seq_length=opts.result_seq_length,
+        r1_interval=16,
+        total_batch=opts.batch,
+        grad_accum=opts.grad_accum,
+        metrics=list(opts.metric),
+        loader_kwargs=dict(num_workers=opts.workers, prefetch_factor=2, pin_memory=device.type == "cuda"),
+        metric_kwargs=dict(normalize_weighting=True, single_sample_per_video=False, replace_cache=False, verbose=False),
+        dataset_kwargs=dataset_kwargs,
+        gan_kwargs=gan_kwargs,
+        preset=opts.preset,
+        device=str(device),
+        world_size=world_size,
+        wandb_project="long-video-gan-lres",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/lres",
+              show_default=True)
+@click.option("--dataset", help="Dataset root (holds 0036x0064/).", metavar="DIR", required=True)
+@click.option("--batch", help="Total batch over all ranks and accumulation rounds.  [paper: 64]", type=int)
+@click.option("--grad-accum", help="Gradient accumulation rounds.  [paper: 2]", type=int)
+@click.option("--gamma", help="R1 weight.  [paper: 1.0]", type=float)
+@click.option("--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none).", multiple=True)
+@click.option("--seed", help="Random seed.", type=int, default=0, show_default=True)
+@click.option("--steps", help="Training steps.  [paper: 100000]", type=int)
+@click.option("--resume", help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
+              default="auto", show_default=True)
+@click.option("--preset", help="Settings for the options left unset.", type=click.Choice(list(PRESETS)),
+              default="paper", show_default=True)
+@click.option("--tick", help="Steps per tick (status line).  [paper: 500]", type=int)
+@click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics.  [paper: 10]", type=int)
+@click.option("--train-snap", help="Ticks between train pickles (multiple of --snap).  [paper: 100]", type=int)
+@click.option("--wandb", help="W&B logging.  [default: online if logged in on a terminal, else off]",
+              type=click.Choice(["online", "offline", "off"]))
+@click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
+@click.option("--workers", help="Data loader processes per rank.  [paper: 2]", type=int)
+@click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)
+def main(**kwargs):
+    """Train the low-resolution LongVideoGAN generator.
+
+    \b
+    Examples:
+    # Paper settings on 8 GPUs (64 clips per step, 2 accumulation rounds).
+    python -m torch.distributed.run --nproc_per_node=8 train_lres.py --dataset=datasets/horseback -m fvd2048_128f
+    \b
+    # Tiny networks on a CPU; rerunning the same command resumes it.
+    python train_lres.py --dataset=datasets/tiny --preset=tiny --device=cpu
+    \b
+    # Print the resolved configuration only.
+    python train_lres.py --dataset=datasets/horseback --dry-run
+    """
+    try:
+        training_setup.setup_and_train("lres", kwargs, PRESETS, build_config)
+    except training_setup.ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":
+    main()

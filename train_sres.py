@@ -1,0 +1,153 @@
+"""Train the super-resolution generator of LongVideoGAN (Brooks et al., NeurIPS 2022): 36x64 -> 144x256 video."""
+
+import click
+
+import dnnlib
+from long_video_gan import training_setup
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Presets: fill only the options the user left unset. "paper" is the original release; "tiny" trains the tiny networks
+# of generator_sres / discriminator_sres (at their own small resolutions, lr 9x16 -> hr 36x64) on 2 high-res frames
+# with 4 low-res context frames on each side, which runs on a 2-core CPU.
+
+PRESETS = {
+    "paper": dict(batch=32, grad_accum=1, gamma=1.0, steps=275_000, tick=500, snap=10, train_snap=100,
+                  metric=("fvd2048_16f",), workers=2, seq_length=4, result_seq_length=256, tiny=False),
+    "tiny": dict(batch=2, grad_accum=1, gamma=1.0, steps=2000, tick=20, snap=5, train_snap=10, metric=(),
+                 workers=1, seq_length=2, result_seq_length=8, tiny=True),
+}
+
+LR_HEIGHT, LR_WIDTH = 36, 64  # Conditioning resolution (directory 0036x0064/).
+HR_HEIGHT, HR_WIDTH = 144, 256  # Output resolution (directory 0144x0256/).
+TEMPORAL_CONTEXT = 4  # Low-res frames on each side of every high-res frame.
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyDict:
+    """The training config (saved as config.json) from the resolved options."""
+    from long_video_gan import augment, discriminator_sres, generator_sres
+
+    seq_length = opts.seq_length
+    G_kwargs = dict(class_name="long_video_gan.generator_sres.VideoGenerator")
+    D_kwargs = dict(class_name="long_video_gan.discriminator_sres.VideoDiscriminator")
+    sizes = dict(lr_height=LR_HEIGHT, lr_width=LR_WIDTH, hr_height=HR_HEIGHT, hr_width=HR_WIDTH)
+    context = TEMPORAL_CONTEXT
+    if opts.tiny:
+        # The tiny networks work at their own (smaller) resolutions, which the dataset must then provide.
+        G_kwargs.update(generator_sres.TINY_KWARGS)
+        D_kwargs.update(discriminator_sres.TINY_KWARGS)
+        sizes = {k: G_kwargs[k] for k in sizes}
+        context = G_kwargs["temporal_context"]
+    G_kwargs.update(sizes, temporal_context=context)
+    D_kwargs.update(sizes, seq_length=seq_length)
+    dataset_kwargs = dict(
+        class_name="long_video_gan.dataset.VideoDatasetTwoRes",
+        dataset_dir=opts.dataset,
+        seq_length=seq_length + 2 * context,
+        x_flip=True,
+        hr_frame_slice=[context, context + seq_length],  # Only the hr frames D sees (SPEC §9.11).
+        **sizes,
+    )
+    ada_interval = 4
+    gan_kwargs = dict(
+        class_name="long_video_gan.video_gan_sres.SuperResVideoGAN",
+        G_kwargs=G_kwargs,
+        D_kwargs=D_kwargs,
+        gamma=opts.gamma,
+        r1_interval=16,
+        G_lrate=0.003,
+        D_lrate=0.003,
+        G_betas=[0.0, 0.99],
+        D_betas=[0.0, 0.99],
+        lrate_warmup_steps=0,
+        G_ema_beta=0.99985,
+        G_ema_warmup_steps=25000,
+        magnitude_ema_beta=0.999,
+        augment_kwargs=dict(class_name="long_video_gan.augment.AugmentPipe", **augment.ADA_KWARGS),
+        in_augment_kwargs=dict(class_name="long_video_gan.augment.AugmentPipe", **augment.IN_AUGMENT_KWARGS),
+        in_augment_p=augment.IN_AUGMENT_P,
+        ada_kwargs=dict(class_name="long_video_gan.augment.AdaController", target=0.6, interval=ada_interval,
+                        speed=0.000125 * ada_interval, p_max=0.5),
+        lr_cond_prob=0.1,
+    )
+    return dnnlib.EasyDict(
+        phase="sres",
+        run_dir=None,
+        dataset_dir=opts.dataset,
+        seq_length=seq_length,
+        temporal_context=context,
+        **sizes,
+        x_flip=True,
+        seed=opts.seed,
+        benchmark=False,
+        allow_fp16_reduce=False,
+        allow_tf32=False,
+        start_step=0,
+        total_steps=opts.steps,
+        steps_per_tick=opts.tick,
+        ticks_per_G_ema_ckpt=opts.snap,
+        ticks_per_train_ckpt=opts.train_snap,
+        result_seq_length=opts.result_seq_length,
+        r1_interval=16,
+        ada_interval=ada_interval,
+        total_batch=opts.batch,
+        grad_accum=opts.grad_accum,
+        metrics=list(opts.metric),
+        loader_kwargs=dict(num_workers=opts.workers, prefetch_factor=2, pin_memory=device.type == "cuda"),
+        metric_kwargs=dict(normalize_weighting=True, single_sample_per_video=False, replace_cache=False, verbose=False),
+        dataset_kwargs=dataset_kwargs,
+        gan_kwargs=gan_kwargs,
+        preset=opts.preset,
+        device=str(device),
+        world_size=world_size,
+        wandb_project="long-video-gan-sres",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/sres",
+              show_default=True)
+@click.option("--dataset", help="Dataset root (holds 0036x0064/ and 0144x0256/; tiny preset: 0009x0016/ and 0036x0064/).",
+              metavar="DIR", required=True)
+@click.option("--batch", help="Total batch over all ranks and accumulation rounds.  [paper: 32]", type=int)
+@click.option("--grad-accum", help="Gradient accumulation rounds.  [paper: 1]", type=int)
+@click.option("--gamma", help="R1 weight.  [paper: 1.0]", type=float)
+@click.option("--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none).  [paper: fvd2048_16f]",
+              multiple=True)
+@click.option("--seed", help="Random seed.", type=int, default=0, show_default=True)
+@click.option("--steps", help="Training steps.  [paper: 275000]", type=int)
+@click.option("--resume", help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
+              default="auto", show_default=True)
+@click.option("--preset", help="Settings for the options left unset.", type=click.Choice(list(PRESETS)),
+              default="paper", show_default=True)
+@click.option("--tick", help="Steps per tick (status line).  [paper: 500]", type=int)
+@click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics.  [paper: 10]", type=int)
+@click.option("--train-snap", help="Ticks between train pickles (multiple of --snap).  [paper: 100]", type=int)
+@click.option("--wandb", help="W&B logging.  [default: online if logged in on a terminal, else off]",
+              type=click.Choice(["online", "offline", "off"]))
+@click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
+@click.option("--workers", help="Data loader processes per rank.  [paper: 2]", type=int)
+@click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)
+def main(**kwargs):
+    """Train the super-resolution LongVideoGAN generator on real low-res / high-res clip pairs.
+
+    \b
+    Examples:
+    # Paper settings on 8 GPUs (32 clips per step), FVD of 16-frame clips at every snapshot.
+    python -m torch.distributed.run --nproc_per_node=8 train_sres.py --dataset=datasets/horseback
+    \b
+    # Tiny networks on a CPU, no metrics; rerunning the same command resumes it.
+    python train_sres.py --dataset=datasets/tiny --preset=tiny --device=cpu
+    """
+    try:
+        training_setup.setup_and_train("sres", kwargs, PRESETS, build_config)
+    except training_setup.ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":
+    main()
