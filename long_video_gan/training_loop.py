@@ -170,8 +170,12 @@ def _train(
                     print(f"{name}:")
                     misc.print_module_summary(module, inputs)
 
-    # Resumed runs drop what a killed predecessor logged after the checkpoint.
+    # Resumed runs drop what a killed predecessor logged after the checkpoint, and its unfinished temp files.
     if rank == 0 and resume_data is not None:
+        for sub in ("samples", "checkpoints"):
+            for name in os.listdir(os.path.join(run_dir, sub)):
+                if ".tmp" in name:
+                    os.remove(os.path.join(run_dir, sub, name))
         tu.trim_jsonl(os.path.join(run_dir, "stats.jsonl"), start_step, lambda r: r["progress/step"]["mean"])
         for name in metrics:
             tu.trim_jsonl(os.path.join(run_dir, f"metric-{name}.jsonl"), start_step, lambda r: r["step"])
