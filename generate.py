@@ -1,0 +1,185 @@
+"""Generate long videos with LongVideoGAN (Brooks et al., NeurIPS 2022): low-res, optionally super-resolved."""
+
+import os
+import re
+import tempfile
+
+import click
+import torch
+
+from long_video_gan import api
+
+# ----------------------------------------------------------------------------
+
+
+def parse_seeds(value: str | int | list) -> list[int]:
+    """'3' → [3]; '1-4' → [1, 2, 3, 4]; '1,5,7-9' → [1, 5, 7, 8, 9]."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, int):
+        return [value]
+    seeds = []
+    for part in str(value).split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise click.BadParameter(f"expected a seed, a range a-b or a comma list such as 1,5,7-9, got {value!r}")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise click.BadParameter(f"range {part.strip()!r} is empty (end before start)")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def _check_outdir(outdir: str) -> None:
+    """Create `outdir` and check that files can be written there, before any work."""
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".write_test_"):
+            pass
+    except OSError as err:
+        raise click.ClickException(f"--outdir: cannot write to {outdir!r} ({err.strerror or err})") from err
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise click.ClickException(f"--device: unknown device {device!r} ({err})") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException(f"--device: {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def _load(option: str, path: str, device: torch.device, phase: str) -> torch.nn.Module:
+    try:
+        return api.load_generator(path, device=device, phase=phase)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise click.ClickException(f"{option}: {err}") from err
+
+
+# ----------------------------------------------------------------------------
+
+
+@click.command(context_settings=dict(help_option_names=["-h", "--help"]))
+@click.option("--outdir", type=str, required=True, help="Where to save the output videos and frames.")
+@click.option(
+    "--seeds", "--seed", "seeds", type=str, required=True, help="Random seed(s): 3, 1-4 or 1,5,7-9. One video per seed."
+)
+@click.option("--lres", "lres_path", type=str, required=True, help="Low-res generator pickle: path or URL.")
+@click.option("--sres", "sres_path", type=str, default=None, help="Super-res generator pickle: path or URL.")
+@click.option("--len", "num_frames", type=int, default=301, show_default=True, help="Video length in frames.")
+@click.option(
+    "--save-lres",
+    type=bool,
+    default=False,
+    is_flag=False,
+    flag_value=True,
+    show_default=True,
+    help="Also save the low-res video (with --sres). Accepts --save-lres, --save-lres=True or --save-lres True.",
+)
+@click.option(
+    "--save-index", "-i", "save_indices", type=int, multiple=True, help="Frame index to save as PNG (repeat)."
+)
+@click.option("--device", type=str, default=None, help="Torch device, e.g. cpu or cuda:0. Default: CUDA if present.")
+@click.option("--dtype", type=click.Choice(["fp32"]), default="fp32", show_default=True, help="Computation precision.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True, help="Video fps.")
+@click.option("--bitrate", type=str, default="16M", show_default=True, help="H.264 bitrate (ignored with --quality).")
+@click.option("--quality", type=click.FloatRange(0, 10), default=None, help="Constant quality 0-10 instead of bitrate.")
+@click.option(
+    "--window", type=click.IntRange(min=1), default=128, show_default=True, help="Low-res frames computed per step."
+)
+@click.option(
+    "--segment",
+    "segment_length",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Super-res frames computed per step.",
+)
+def main(
+    outdir,
+    seeds,
+    lres_path,
+    sres_path,
+    num_frames,
+    save_lres,
+    save_indices,
+    device,
+    dtype,
+    fps,
+    bitrate,
+    quality,
+    window,
+    segment_length,
+):
+    """Generate videos of any length with a low-res generator and, optionally, a super-res generator.
+
+    Frames are computed in temporal windows and written as they are made, so memory does not grow with --len;
+    the result equals the original's one-shot generation for the same seed (same RNG device, float rounding aside).
+    Writes seed=S_len=L_sres.mp4 (with --sres) or seed=S_len=L_lres.mp4 (without), seed=S_len=L_lres.mp4 with
+    --sres and --save-lres, and seed=S_len=L_frame=IIII.png for each --save-index (negative indices count from
+    the end; the file name holds the resolved index). Several seeds give one set of files per seed.
+
+    \b
+    Examples:
+      python generate.py --outdir=out --seed=0 --lres=horseback_lres.pkl --sres=horseback_sres.pkl --len=301
+      python generate.py --outdir=out --seeds=0-3 --lres=horseback_lres.pkl --len=1000 -i 0 -i -1
+      python generate.py --outdir=out --seed=0 --lres=horseback_lres.pkl --sres=horseback_sres.pkl \\
+          --save-lres=True --len=10000 --device=cpu
+    """
+    # Validate everything before any work.
+    try:
+        seeds = parse_seeds(seeds)
+    except click.BadParameter as err:
+        raise click.ClickException(f"--seeds: {err.message}") from err
+    if num_frames <= 0:
+        raise click.ClickException(f"--len must be a positive number of frames, got {num_frames}")
+    try:
+        api.normalize_indices(save_indices, num_frames)
+    except ValueError as err:
+        raise click.ClickException(f"--save-index: {err} (--len={num_frames})") from err
+    device = _resolve_device(device)
+    _check_outdir(outdir)
+    torch_dtype = dict(fp32=torch.float32)[dtype]
+
+    # Strict fp32 (SPEC conventions): TF32 would change GPU results by about 1e-3 relative.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    print(f'Loading low-res generator from "{lres_path}"...')
+    G_lres = _load("--lres", lres_path, device, "lres")
+    G_sres = None
+    if sres_path is not None:
+        print(f'Loading super-res generator from "{sres_path}"...')
+        G_sres = _load("--sres", sres_path, device, "sres")
+    elif save_lres:
+        print("Note: without --sres the low-res video is the output; --save-lres changes nothing.")
+
+    for seed in seeds:
+        paths = api.generate_video_files(
+            G_lres,
+            G_sres,
+            seed=seed,
+            num_frames=num_frames,
+            outdir=outdir,
+            save_lres=save_lres,
+            save_indices=save_indices,
+            fps=fps,
+            bitrate=None if quality is not None else bitrate,
+            quality=quality,
+            window=window,
+            segment_length=segment_length,
+            dtype=torch_dtype,
+            progress=True,
+        )
+        for path in paths:
+            print(f"Saved {path}")
+
+
+# ----------------------------------------------------------------------------
+
+if __name__ == "__main__":
+    main()

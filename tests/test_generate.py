@@ -1,0 +1,199 @@
+"""Tests for generate.py (CLI of SPEC §5.1 with our fixes): options, output files, errors before any work."""
+
+import av
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import generate
+from long_video_gan import api, generator_lres, generator_sres
+from torch_utils import persistence
+
+# ----------------------------------------------------------------------------
+# Helpers.
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    # See tests/test_streaming.py: on 2 shared cores one thread is faster and steadier for tiny networks.
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
+@pytest.fixture(scope="module")
+def pickles(tmp_path_factory):
+    """Tiny low-res and super-res pickles whose sizes fit together (lres output = sres input)."""
+    root = tmp_path_factory.mktemp("pickles")
+    torch.manual_seed(0)
+    G_sres = generator_sres.VideoGenerator(**generator_sres.TINY_KWARGS).eval()
+    torch.manual_seed(1)
+    kwargs = {**generator_lres.TINY_KWARGS, "out_height": G_sres.lr_height, "out_width": G_sres.lr_width}
+    G_lres = generator_lres.VideoGenerator(**kwargs).eval()
+    persistence.save(G_lres, root / "lres.pkl")
+    persistence.save(G_sres, root / "sres.pkl")
+    (root / "notes.txt").write_text("hello\n")
+    return dict(lres=str(root / "lres.pkl"), sres=str(root / "sres.pkl"), text=str(root / "notes.txt"), G_lres=G_lres)
+
+
+def run(*args: str):
+    result = CliRunner().invoke(generate.main, list(args), catch_exceptions=False)
+    return result
+
+
+def read_mp4(path) -> tuple[list[np.ndarray], float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        return frames, float(stream.average_rate)
+
+
+# ----------------------------------------------------------------------------
+# Runs.
+
+
+def test_help():
+    result = run("--help")
+    assert result.exit_code == 0
+    for option in [
+        "--outdir",
+        "--seed",
+        "--lres",
+        "--sres",
+        "--len",
+        "--save-lres",
+        "--save-index",
+        "--device",
+        "--dtype",
+        "--fps",
+        "--bitrate",
+        "--quality",
+        "--window",
+    ]:
+        assert option in result.output
+
+
+def test_lres_only_run(pickles, tmp_path):
+    out = tmp_path / "out"
+    result = run(
+        f"--outdir={out}",
+        "--seed=5",
+        f"--lres={pickles['lres']}",
+        "--len=20",
+        "-i",
+        "0",
+        "-i",
+        "-1",
+        "--fps=24",
+        "--device=cpu",
+        "--window=7",
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["seed=5_len=20_frame=0000.png", "seed=5_len=20_frame=0019.png", "seed=5_len=20_lres.mp4"]
+    frames, fps = read_mp4(out / "seed=5_len=20_lres.mp4")
+    assert len(frames) == 20 and fps == 24
+    expected = list(api.iter_video_frames(pickles["G_lres"], seed=5, num_frames=20))
+    for index in [0, 19]:
+        png = np.asarray(Image.open(out / f"seed=5_len=20_frame={index:04d}.png"))
+        assert np.array_equal(png, expected[index])
+
+
+@pytest.mark.parametrize("save_lres", [["--save-lres"], ["--save-lres=True"], ["--save-lres", "True"]])
+def test_sres_run_and_save_lres_forms(pickles, tmp_path, save_lres):
+    out = tmp_path / "out"
+    result = run(
+        f"--outdir={out}",
+        "--seed",
+        "1",
+        f"--lres={pickles['lres']}",
+        f"--sres={pickles['sres']}",
+        "--len",
+        "5",
+        *save_lres,
+        "--segment",
+        "3",
+        "--quality",
+        "8",
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["seed=1_len=5_lres.mp4", "seed=1_len=5_sres.mp4"]
+    hr, fps = read_mp4(out / "seed=1_len=5_sres.mp4")
+    lr, _ = read_mp4(out / "seed=1_len=5_lres.mp4")
+    assert len(hr) == len(lr) == 5 and fps == 30
+    assert hr[0].shape[:2] == (144, 256)
+
+
+def test_save_lres_false_and_several_seeds(pickles, tmp_path):
+    out = tmp_path / "out"
+    result = run(
+        f"--outdir={out}",
+        "--seeds=2-3,7",
+        f"--lres={pickles['lres']}",
+        f"--sres={pickles['sres']}",
+        "--len=2",
+        "--save-lres=False",
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [f"seed={s}_len=2_sres.mp4" for s in (2, 3, 7)]
+
+
+def test_parse_seeds():
+    assert generate.parse_seeds("3") == [3]
+    assert generate.parse_seeds("1-4") == [1, 2, 3, 4]
+    assert generate.parse_seeds("1,5,7-9") == [1, 5, 7, 8, 9]
+    for bad in ["", "a", "4-1", "1,,2", "-3"]:
+        with pytest.raises(Exception):
+            generate.parse_seeds(bad)
+
+
+# ----------------------------------------------------------------------------
+# Errors: named options, raised before any work.
+
+
+def test_bad_len_and_index_fail_before_loading(tmp_path):
+    missing = str(tmp_path / "missing.pkl")  # Never opened: validation comes first.
+    out = tmp_path / "out"
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={missing}", "--len=0")
+    assert result.exit_code != 0 and "--len must be a positive number of frames, got 0" in result.output
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={missing}", "--len=10", "-i", "10")
+    assert result.exit_code != 0 and "--save-index" in result.output and "10" in result.output
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={missing}", "--len=10", "-i", "-11")
+    assert result.exit_code != 0 and "--save-index" in result.output and "-11" in result.output
+    result = run(f"--outdir={out}", "--seed=x", f"--lres={missing}")
+    assert result.exit_code != 0 and "--seeds" in result.output
+    assert not out.exists()
+
+
+def test_unwritable_outdir(tmp_path, pickles):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run(f"--outdir={blocker / 'sub'}", "--seed=0", f"--lres={pickles['lres']}", "--len=3")
+    assert result.exit_code != 0 and "--outdir: cannot write to" in result.output
+
+
+def test_wrong_phase_and_not_a_pickle(tmp_path, pickles):
+    out = tmp_path / "out"
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={pickles['sres']}", "--len=3")
+    assert result.exit_code != 0
+    assert "--lres" in result.output and "super-res generator" in result.output
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={pickles['lres']}", f"--sres={pickles['lres']}", "--len=3")
+    assert result.exit_code != 0 and "--sres" in result.output and "low-res generator" in result.output
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={pickles['text']}", "--len=3")
+    assert result.exit_code != 0 and "--lres" in result.output and "not a network pickle" in result.output
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={tmp_path / 'missing.pkl'}", "--len=3")
+    assert result.exit_code != 0 and "--lres" in result.output and "missing.pkl" in result.output
+    assert list(out.iterdir()) == []  # Nothing generated.
+
+
+def test_bad_device_and_dtype(tmp_path, pickles):
+    result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--device=tpu9")
+    assert result.exit_code != 0 and "--device" in result.output
+    result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--dtype=bf16")
+    assert result.exit_code != 0 and "--dtype" in result.output
+    if not torch.cuda.is_available():
+        result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--device=cuda")
+        assert result.exit_code != 0 and "--device" in result.output and "CUDA is not available" in result.output
