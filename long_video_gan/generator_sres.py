@@ -25,7 +25,7 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float) 
     if numtaps == 1:
         return None
     taps = scipy.signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs)
-    return torch.as_tensor(taps, dtype=torch.float32)
+    return torch.tensor(taps, dtype=torch.float32)
 
 
 def _all_reduce_mean_(value: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class FullyConnectedLayer(torch.nn.Module):
         self.activation = activation
         self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) * (weight_init / lr_multiplier))
         bias_init = np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features])
-        self.bias = torch.nn.Parameter(torch.from_numpy(bias_init / lr_multiplier)) if bias else None
+        self.bias = torch.nn.Parameter(torch.tensor(bias_init / lr_multiplier)) if bias else None
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
@@ -543,7 +543,7 @@ class KaiserResample(torch.nn.Module):
         taps = scipy.signal.firwin(
             numtaps=self.scale * filter_size, cutoff=cutoff, width=width, fs=self.scale * sampling_rate
         )
-        self.register_buffer("filter", torch.as_tensor(taps, dtype=torch.float32))
+        self.register_buffer("filter", torch.tensor(taps, dtype=torch.float32))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:d}, taps={self.filter.numel():d}, pad={self.pad}"
