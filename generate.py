@@ -87,7 +87,12 @@ def _load(option: str, path: str, device: torch.device, phase: str) -> torch.nn.
 @click.option("--dtype", type=click.Choice(["fp32"]), default="fp32", show_default=True, help="Computation precision.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True, help="Video fps.")
 @click.option("--bitrate", type=str, default="16M", show_default=True, help="H.264 bitrate (ignored with --quality).")
-@click.option("--quality", type=click.FloatRange(0, 10), default=None, help="Constant quality 0-10 instead of bitrate.")
+@click.option(
+    "--quality",
+    type=click.FloatRange(1, 10),
+    default=None,
+    help="Constant quality 1-10 (CRF 51·(1−q/10)) instead of bitrate.",
+)
 @click.option(
     "--window", type=click.IntRange(min=1), default=128, show_default=True, help="Low-res frames computed per step."
 )

@@ -205,14 +205,14 @@ class VideoWriter:
         path: str | os.PathLike,  # Final file name.
         fps: float = 30,  # Frames per second.
         bitrate: str | None = "16M",  # Target bitrate (the original's setting); None = use `quality`.
-        quality: float | None = None,  # imageio-ffmpeg quality 0-10 (10 best), used only when bitrate is None.
+        quality: float | None = None,  # Constant quality 1-10 (libx264 CRF int(51·(1 − q/10))) when bitrate is None.
     ):
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
         if bitrate is None and quality is None:
             raise ValueError("give a bitrate or a quality, got neither")
-        if quality is not None and not 0 <= quality <= 10:
-            raise ValueError(f"quality must be in [0, 10], got {quality}")
+        if quality is not None and not 1 <= quality <= 10:
+            raise ValueError(f"quality must be in [1, 10], got {quality}")
         self.path = os.fspath(path)
         self.fps = fps
         self.bitrate = bitrate

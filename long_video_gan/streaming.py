@@ -326,7 +326,8 @@ class LresStreamer:
         w = latent(0, start + p.spatial_latent_start, stop + p.spatial_latent_start)  # [N, C, stop − start]
         for block in G.spatial_layers:
             x = block(x, w, magnitude_ema_beta=1.0, out_seq_length=stop - start, dtype=self.dtype)
-        x = G.to_rgb(x, w, magnitude_ema_beta=1.0, dtype=self.dtype)
+        # SPEC §1.9 leaves ToRGB's signature open: pass only what differs from its defaults (read-only EMA).
+        x = G.to_rgb(x, w) if self.dtype is None else G.to_rgb(x, w, dtype=self.dtype)
         video = x.to(torch.float32) * G.output_scale  # [N, 3, T, H, W]
         assert video.shape[:3] == (N, 3, stop - start), video.shape
         return video

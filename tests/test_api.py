@@ -196,6 +196,8 @@ def test_video_writer_leaves_nothing_on_error(tmp_path):
         api.VideoWriter(path).write(np.zeros((2, 16, 16, 3), np.float32))
     with pytest.raises(ValueError, match="fps"):
         api.VideoWriter(path, fps=0)
+    with pytest.raises(ValueError, match="quality must be in"):
+        api.VideoWriter(path, bitrate=None, quality=0)
 
 
 def test_generate_video_files_lres_only(tmp_path):

@@ -210,8 +210,10 @@ def original_generate(G_lres, G_sres, num_frames: int, seed: int):
     return lr, hr[:, :, :num_frames]
 
 
-@pytest.mark.parametrize("num_frames, window, segment_length", [(5, 3, 16), (21, 16, 4), (21, 7, 1)])
-def test_streamed_sres_equals_one_shot(num_frames, window, segment_length):
+@pytest.mark.parametrize(
+    "num_frames, window, segment_length, dtype", [(5, 3, 16, None), (21, 16, 4, torch.float32), (21, 7, 1, None)]
+)
+def test_streamed_sres_equals_one_shot(num_frames, window, segment_length, dtype):
     G_lres, G_sres = tiny_pair()
     ctx = G_sres.temporal_context
     lr_ref, hr_ref = original_generate(G_lres, G_sres, num_frames, seed=7)
@@ -223,6 +225,7 @@ def test_streamed_sres_equals_one_shot(num_frames, window, segment_length):
             generator=torch.Generator().manual_seed(7),
             window=window,
             segment_length=segment_length,
+            dtype=dtype,
         )
     )
     assert [c.start for c in chunks] == list(range(0, num_frames, segment_length))
