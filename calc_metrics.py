@@ -5,7 +5,6 @@ import os
 import click
 import torch
 
-import dnnlib
 from metrics import detectors, metric_main
 
 BOOL = dict(type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True)
@@ -14,19 +13,13 @@ BOOL = dict(type=click.BOOL, is_flag=False, flag_value=True, default=False, show
 
 
 def load_generator(path: str, device: torch.device, what: str) -> torch.nn.Module:
-    """Load a G-EMA pickle (one module) or a train pickle (dict holding G_ema or G) from a path or URL."""
-    from torch_utils import persistence
+    """Load the `what` ("lres" or "sres") generator pickle (path or URL), naming the option on failure."""
+    from long_video_gan.api import load_generator as load
 
     try:
-        with dnnlib.util.open_url(path, verbose=False) as f:
-            obj = persistence.load_network_pkl(f, device=device)
-    except FileNotFoundError as err:
-        raise click.ClickException(f"--{what}: cannot open {path!r}: {err}")
-    if isinstance(obj, dict):
-        obj = obj.get("G_ema", obj.get("G"))
-    if not isinstance(obj, torch.nn.Module):
-        raise click.ClickException(f"--{what}: {path!r} holds no generator module (got {type(obj).__name__})")
-    return obj.eval().requires_grad_(False).to(device)
+        return load(path, device=device, phase=what)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f"--{what}: {err}")
 
 
 @click.command(context_settings=dict(help_option_names=["-h", "--help"]))
@@ -89,6 +82,11 @@ def main(dataset_dir, lres_path, sres_path, metrics, num_runs, replace_cache, ve
     lr_G = load_generator(lres_path, device, "lres")
     sr_G = load_generator(sres_path, device, "sres") if sres_path is not None else None
     if sr_G is not None:
+        if (int(sr_G.lr_height), int(sr_G.lr_width)) != (int(lr_G.out_height), int(lr_G.out_width)):
+            raise click.ClickException(
+                f"--sres: expects {sr_G.lr_height}x{sr_G.lr_width} low-res input, but --lres outputs "
+                f"{lr_G.out_height}x{lr_G.out_width}"
+            )
         G, height, width = sr_G, int(sr_G.hr_height), int(sr_G.hr_width)
     else:
         G, lr_G, height, width = lr_G, None, int(lr_G.out_height), int(lr_G.out_width)

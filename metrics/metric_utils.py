@@ -582,6 +582,7 @@ def compute_feature_stats_for_generator(
         raise ValueError("the metric needs a generator: MetricOptions.G is None")
     image = num_frames is None
     length = (1 if image else num_frames) * subsample_factor
+    batch_size = min(batch_size, -(-num_items // opts.num_gpus))  # Never generate more than a rank's share.
     batch_gen = opts.batch_gen or min(batch_size, 4)
     detector = get_detector(opts, detector_kind, need_classifier=need_classifier)
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)

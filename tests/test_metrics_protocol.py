@@ -186,11 +186,11 @@ def test_kid_and_is_work_with_batches_above_4(env, dataset_root):
                 loader_kwargs=dict(num_workers=0), num_gen=12, max_real=6)
     kid = metric_main.calc_metric("kid50k_full", **opts)
     assert np.isfinite(kid.results.kid50k_full)
-    assert StubLres.calls == [(4, 1 + 8 + 32)] * 4  # One step of 16 in chunks of 4; one frame per sample.
+    assert StubLres.calls == [(4, 1 + 8 + 32)] * 3  # One step of 12 (16 capped at num_gen) in chunks of 4.
     StubLres.calls.clear()
     inception = metric_main.calc_metric("is50k", **opts)
     assert inception.results.is50k_mean >= 1.0 and inception.results.is50k_std >= 0
-    assert StubLres.calls == [(4, 41)] * 4
+    assert StubLres.calls == [(4, 41)] * 3
     vis = metric_main.calc_metric("isv2048_ucf", **dict(lres_kwargs(dataset_root), num_gen=10))
     assert vis.results.isv2048_ucf_mean >= 1.0
 
