@@ -280,3 +280,23 @@ def test_errors_name_the_bad_input(G_tiny):
         streaming.draw_lres_noise(G_tiny, 0, 20)
     with pytest.raises(ValueError, match="margin"):
         streaming.LresStreamer(G_tiny, noise, 20, margin=-1)
+
+
+@pytest.mark.gpu
+def test_streamed_lres_equals_one_shot_on_cuda():
+    # Noise is drawn from a CUDA generator on the generator's device, as the original did; strict fp32 (TF32 off).
+    G = tiny_lres().cuda()
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            ref = G(1, 301, generator_emb=torch.Generator("cuda").manual_seed(0))
+        noise = streaming.draw_lres_noise(G, 1, 301, torch.Generator("cuda").manual_seed(0))
+        assert noise.device.type == "cuda"
+        s = streaming.LresStreamer(G, noise, 301)
+        out = torch.cat(list(s.iter_chunks(0, 301, 64)), dim=2)
+        assert (out - ref).abs().max().item() <= 1e-5
+        with pytest.raises(ValueError, match="generator must live on"):
+            streaming.draw_lres_noise(G, 1, 301, torch.Generator().manual_seed(0))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
