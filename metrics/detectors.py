@@ -243,12 +243,15 @@ class OfficialInception(FeatureDetector):
 
 def _load_official(kind: str, path: str, device: torch.device) -> FeatureDetector:
     name = os.path.splitext(url_basename(DETECTOR_URLS[kind]))[0]
-    if url_basename(DETECTOR_URLS[kind]).endswith(".pkl"):
-        # The original reads this file with plain pickle; it comes from the URL the user chose (SPEC §7.2).
-        with open(path, "rb") as f:
-            net = pickle.load(f)
-        return OfficialInception(kind, name, "official", path, net.to(device).eval())
-    net = torch.jit.load(path, map_location=device).eval()
+    try:
+        if url_basename(DETECTOR_URLS[kind]).endswith(".pkl"):
+            # The original reads this file with plain pickle; it comes from the URL the user chose (SPEC §7.2).
+            with open(path, "rb") as f:
+                net = pickle.load(f)
+            return OfficialInception(kind, name, "official", path, net.to(device).eval())
+        net = torch.jit.load(path, map_location=device).eval()
+    except Exception as err:  # A corrupt or foreign file: name it and the cause.
+        raise RuntimeError(f"{kind} detector: cannot load {path!r} ({type(err).__name__}: {err})") from err
     return OfficialTorchScript(kind, name, "official", path, net)
 
 

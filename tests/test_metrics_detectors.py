@@ -206,4 +206,10 @@ def test_url_basenames():
     assert detectors.url_basename(detectors.DETECTOR_URLS["c3d"]) == "c3d_ucf101.pt"
 
 
+def test_corrupt_original_file_is_named(tmp_path, cache_dir):
+    (tmp_path / "c3d_ucf101.pt").write_bytes(b"not a torchscript archive")
+    with pytest.raises(RuntimeError, match="c3d detector: cannot load .*c3d_ucf101.pt"):
+        detectors.get_detector("c3d", detector_dir=str(tmp_path), download=False)
+
+
 # ----------------------------------------------------------------------------
