@@ -10,10 +10,34 @@ from long_video_gan import training_setup
 # 16-frame clips, which runs on a 2-core CPU.
 
 PRESETS = {
-    "paper": dict(batch=64, grad_accum=2, gamma=1.0, steps=100_000, tick=500, snap=10, train_snap=100, metric=(),
-                  workers=2, seq_length=128, result_seq_length=256, tiny=False),
-    "tiny": dict(batch=4, grad_accum=2, gamma=1.0, steps=2000, tick=20, snap=5, train_snap=10, metric=(),
-                 workers=1, seq_length=16, result_seq_length=32, tiny=True),
+    "paper": dict(
+        batch=64,
+        grad_accum=2,
+        gamma=1.0,
+        steps=100_000,
+        tick=500,
+        snap=10,
+        train_snap=100,
+        metric=(),
+        workers=2,
+        seq_length=128,
+        result_seq_length=256,
+        tiny=False,
+    ),
+    "tiny": dict(
+        batch=4,
+        grad_accum=2,
+        gamma=1.0,
+        steps=2000,
+        tick=20,
+        snap=5,
+        train_snap=10,
+        metric=(),
+        workers=1,
+        seq_length=16,
+        result_seq_length=32,
+        tiny=True,
+    ),
 }
 
 HEIGHT, WIDTH = 36, 64  # The low-res dataset resolution (directory 0036x0064/).
@@ -99,8 +123,9 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
 
 
 @click.command()
-@click.option("--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/lres",
-              show_default=True)
+@click.option(
+    "--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/lres", show_default=True
+)
 @click.option("--dataset", help="Dataset root (holds 0036x0064/).", metavar="DIR", required=True)
 @click.option("--batch", help="Total batch over all ranks and accumulation rounds.  [paper: 64]", type=int)
 @click.option("--grad-accum", help="Gradient accumulation rounds.  [paper: 2]", type=int)
@@ -108,15 +133,27 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
 @click.option("--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none).", multiple=True)
 @click.option("--seed", help="Random seed.", type=int, default=0, show_default=True)
 @click.option("--steps", help="Training steps.  [paper: 100000]", type=int)
-@click.option("--resume", help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
-              default="auto", show_default=True)
-@click.option("--preset", help="Settings for the options left unset.", type=click.Choice(list(PRESETS)),
-              default="paper", show_default=True)
+@click.option(
+    "--resume",
+    help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--preset",
+    help="Settings for the options left unset.",
+    type=click.Choice(list(PRESETS)),
+    default="paper",
+    show_default=True,
+)
 @click.option("--tick", help="Steps per tick (status line).  [paper: 500]", type=int)
 @click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics.  [paper: 10]", type=int)
 @click.option("--train-snap", help="Ticks between train pickles (multiple of --snap).  [paper: 100]", type=int)
-@click.option("--wandb", help="W&B logging.  [default: online if logged in on a terminal, else off]",
-              type=click.Choice(["online", "offline", "off"]))
+@click.option(
+    "--wandb",
+    help="W&B logging.  [default: online if logged in on a terminal, else off]",
+    type=click.Choice(["online", "offline", "off"]),
+)
 @click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
 @click.option("--workers", help="Data loader processes per rank.  [paper: 2]", type=int)
 @click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)

@@ -11,10 +11,34 @@ from long_video_gan import training_setup
 # with 4 low-res context frames on each side, which runs on a 2-core CPU.
 
 PRESETS = {
-    "paper": dict(batch=32, grad_accum=1, gamma=1.0, steps=275_000, tick=500, snap=10, train_snap=100,
-                  metric=("fvd2048_16f",), workers=2, seq_length=4, result_seq_length=256, tiny=False),
-    "tiny": dict(batch=2, grad_accum=1, gamma=1.0, steps=2000, tick=20, snap=5, train_snap=10, metric=(),
-                 workers=1, seq_length=2, result_seq_length=8, tiny=True),
+    "paper": dict(
+        batch=32,
+        grad_accum=1,
+        gamma=1.0,
+        steps=275_000,
+        tick=500,
+        snap=10,
+        train_snap=100,
+        metric=("fvd2048_16f",),
+        workers=2,
+        seq_length=4,
+        result_seq_length=256,
+        tiny=False,
+    ),
+    "tiny": dict(
+        batch=2,
+        grad_accum=1,
+        gamma=1.0,
+        steps=2000,
+        tick=20,
+        snap=5,
+        train_snap=10,
+        metric=(),
+        workers=1,
+        seq_length=2,
+        result_seq_length=8,
+        tiny=True,
+    ),
 }
 
 LR_HEIGHT, LR_WIDTH = 36, 64  # Conditioning resolution (directory 0036x0064/).
@@ -67,8 +91,13 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
         augment_kwargs=dict(class_name="long_video_gan.augment.AugmentPipe", **augment.ADA_KWARGS),
         in_augment_kwargs=dict(class_name="long_video_gan.augment.AugmentPipe", **augment.IN_AUGMENT_KWARGS),
         in_augment_p=augment.IN_AUGMENT_P,
-        ada_kwargs=dict(class_name="long_video_gan.augment.AdaController", target=0.6, interval=ada_interval,
-                        speed=0.000125 * ada_interval, p_max=0.5),
+        ada_kwargs=dict(
+            class_name="long_video_gan.augment.AdaController",
+            target=0.6,
+            interval=ada_interval,
+            speed=0.000125 * ada_interval,
+            p_max=0.5,
+        ),
         lr_cond_prob=0.1,
     )
     return dnnlib.EasyDict(
@@ -109,26 +138,44 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
 
 
 @click.command()
-@click.option("--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/sres",
-              show_default=True)
-@click.option("--dataset", help="Dataset root (holds 0036x0064/ and 0144x0256/; tiny preset: 0009x0016/ and 0036x0064/).",
-              metavar="DIR", required=True)
+@click.option(
+    "--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/sres", show_default=True
+)
+@click.option(
+    "--dataset",
+    help="Dataset root (0036x0064/ and 0144x0256/; tiny preset: 0009x0016/ and 0036x0064/).",
+    metavar="DIR",
+    required=True,
+)
 @click.option("--batch", help="Total batch over all ranks and accumulation rounds.  [paper: 32]", type=int)
 @click.option("--grad-accum", help="Gradient accumulation rounds.  [paper: 1]", type=int)
 @click.option("--gamma", help="R1 weight.  [paper: 1.0]", type=float)
-@click.option("--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none).  [paper: fvd2048_16f]",
-              multiple=True)
+@click.option(
+    "--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none).  [paper: fvd2048_16f]", multiple=True
+)
 @click.option("--seed", help="Random seed.", type=int, default=0, show_default=True)
 @click.option("--steps", help="Training steps.  [paper: 275000]", type=int)
-@click.option("--resume", help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
-              default="auto", show_default=True)
-@click.option("--preset", help="Settings for the options left unset.", type=click.Choice(list(PRESETS)),
-              default="paper", show_default=True)
+@click.option(
+    "--resume",
+    help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--preset",
+    help="Settings for the options left unset.",
+    type=click.Choice(list(PRESETS)),
+    default="paper",
+    show_default=True,
+)
 @click.option("--tick", help="Steps per tick (status line).  [paper: 500]", type=int)
 @click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics.  [paper: 10]", type=int)
 @click.option("--train-snap", help="Ticks between train pickles (multiple of --snap).  [paper: 100]", type=int)
-@click.option("--wandb", help="W&B logging.  [default: online if logged in on a terminal, else off]",
-              type=click.Choice(["online", "offline", "off"]))
+@click.option(
+    "--wandb",
+    help="W&B logging.  [default: online if logged in on a terminal, else off]",
+    type=click.Choice(["online", "offline", "off"]),
+)
 @click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
 @click.option("--workers", help="Data loader processes per rank.  [paper: 2]", type=int)
 @click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)

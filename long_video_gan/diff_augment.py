@@ -64,7 +64,9 @@ def rand_contrast(video: torch.Tensor, generator: torch.Generator | None = None)
     return (video - mean) * factor.view(n, 1, 1, 1, 1) + mean
 
 
-def rand_translation(video: torch.Tensor, ratio: float = 0.25, generator: torch.Generator | None = None) -> torch.Tensor:
+def rand_translation(
+    video: torch.Tensor, ratio: float = 0.25, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Shifts each clip by whole pixels, filling with zeros.
 
     The shift range `round(ratio * max(H, W))` comes from the long edge and is used for both axes (SPEC §9.15), so

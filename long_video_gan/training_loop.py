@@ -22,7 +22,6 @@ import torch
 
 import dnnlib
 from long_video_gan import training_utils as tu
-from long_video_gan import video_io
 from torch_utils import distributed, misc, training_stats
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -80,20 +79,38 @@ def training_loop(
     if batch_gpu * world_size != total_batch or batch_gpu % grad_accum != 0:
         raise ValueError(f"total_batch {total_batch} must be a multiple of world size {world_size} x {grad_accum}")
     if ticks_per_train_ckpt % ticks_per_G_ema_ckpt != 0:
-        raise ValueError(f"ticks_per_train_ckpt ({ticks_per_train_ckpt}) must be a multiple of ticks_per_G_ema_ckpt "
-                         f"({ticks_per_G_ema_ckpt})")
+        raise ValueError(
+            f"ticks_per_train_ckpt ({ticks_per_train_ckpt}) must be a multiple of ticks_per_G_ema_ckpt "
+            f"({ticks_per_G_ema_ckpt})"
+        )
     tu.set_precision_flags()
     _enable_grid_sample_gradfix()
     tee = tu.Tee(os.path.join(run_dir, "log.txt")) if rank == 0 else None  # stdout and stderr also go to log.txt.
     try:
         _train(
-            run_dir=run_dir, phase=phase, gan_kwargs=gan_kwargs, dataset_kwargs=dataset_kwargs, device=device,
-            seed=seed, total_batch=total_batch, grad_accum=grad_accum, total_steps=total_steps,
-            steps_per_tick=steps_per_tick, ticks_per_G_ema_ckpt=ticks_per_G_ema_ckpt,
-            ticks_per_train_ckpt=ticks_per_train_ckpt, result_seq_length=result_seq_length, metrics=list(metrics),
-            metric_kwargs=metric_kwargs, loader_kwargs=loader_kwargs, wandb_mode=wandb_mode,
-            wandb_project=wandb_project, resume_data=resume_data, resume_path=resume_path, rank=rank,
-            world_size=world_size, batch_gpu=batch_gpu,
+            run_dir=run_dir,
+            phase=phase,
+            gan_kwargs=gan_kwargs,
+            dataset_kwargs=dataset_kwargs,
+            device=device,
+            seed=seed,
+            total_batch=total_batch,
+            grad_accum=grad_accum,
+            total_steps=total_steps,
+            steps_per_tick=steps_per_tick,
+            ticks_per_G_ema_ckpt=ticks_per_G_ema_ckpt,
+            ticks_per_train_ckpt=ticks_per_train_ckpt,
+            result_seq_length=result_seq_length,
+            metrics=list(metrics),
+            metric_kwargs=metric_kwargs,
+            loader_kwargs=loader_kwargs,
+            wandb_mode=wandb_mode,
+            wandb_project=wandb_project,
+            resume_data=resume_data,
+            resume_path=resume_path,
+            rank=rank,
+            world_size=world_size,
+            batch_gpu=batch_gpu,
         )
     finally:
         if tee is not None:
@@ -111,14 +128,36 @@ def _enable_grid_sample_gradfix() -> None:
 
 
 def _train(
-    run_dir, phase, gan_kwargs, dataset_kwargs, device, seed, total_batch, grad_accum, total_steps, steps_per_tick,
-    ticks_per_G_ema_ckpt, ticks_per_train_ckpt, result_seq_length, metrics, metric_kwargs, loader_kwargs, wandb_mode,
-    wandb_project, resume_data, resume_path, rank, world_size, batch_gpu,
+    run_dir,
+    phase,
+    gan_kwargs,
+    dataset_kwargs,
+    device,
+    seed,
+    total_batch,
+    grad_accum,
+    total_steps,
+    steps_per_tick,
+    ticks_per_G_ema_ckpt,
+    ticks_per_train_ckpt,
+    result_seq_length,
+    metrics,
+    metric_kwargs,
+    loader_kwargs,
+    wandb_mode,
+    wandb_project,
+    resume_data,
+    resume_path,
+    rank,
+    world_size,
+    batch_gpu,
 ):
     start_step = int(resume_data["step"]) if resume_data is not None else 0
     print0(f"Run directory: {run_dir}")
-    print0(f"Phase {phase}: {world_size} rank(s) on {device}, {total_batch} clips per step ({batch_gpu} per rank, "
-           f"{grad_accum} accumulation chunk(s)), steps {start_step} -> {total_steps}")
+    print0(
+        f"Phase {phase}: {world_size} rank(s) on {device}, {total_batch} clips per step ({batch_gpu} per rank, "
+        f"{grad_accum} accumulation chunk(s)), steps {start_step} -> {total_steps}"
+    )
 
     # Networks and dataset are built from the run seed (identical on every rank), then each rank gets its own seed.
     tu.seed_all(seed)
@@ -126,9 +165,7 @@ def _train(
     dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)
     print0(f"Dataset: {dataset}")
     print0("Constructing networks...")
-    gan = dnnlib.util.construct_class_by_name(
-        **gan_kwargs, device=device, batch_gpu=batch_gpu, grad_accum=grad_accum
-    )
+    gan = dnnlib.util.construct_class_by_name(**gan_kwargs, device=device, batch_gpu=batch_gpu, grad_accum=grad_accum)
     if gan.phase != phase:
         raise ValueError(f"gan_kwargs.class_name builds a {gan.phase} phase object, expected {phase}")
 
@@ -141,17 +178,27 @@ def _train(
     tu.seed_all(tu.rank_seed(seed, rank, world_size))
     if resume_data is not None:
         rng_states = resume_data["rng_states"]
-        if len(rng_states) == world_size:
+        same_devices = device.type != "cuda" or all("torch_cuda" in state for state in rng_states)
+        if len(rng_states) == world_size and same_devices:
             tu.set_rng_state(rng_states[rank], device)
             loader_position = int(resume_data["loader_position"])
         else:
-            # Another world size: exact continuation is impossible; reseed from the step so no stream repeats.
-            print0(f"Warning: the checkpoint was written by {len(rng_states)} rank(s), this run has {world_size}; "
-                   f"random streams and data order restart (results will differ from an uninterrupted run).")
+            # Another world size or device type: exact continuation is impossible; reseed from the step so that no
+            # random stream or data order repeats.
+            print0(
+                f"Warning: the checkpoint was written by {len(rng_states)} rank(s)"
+                f"{'' if same_devices else ' on CPU'}, this run has {world_size} on {device.type}; random streams "
+                f"and data order restart (results will differ from an uninterrupted run)."
+            )
             tu.seed_all(tu.rank_seed(seed + start_step, rank, world_size))
             loader_seed = seed + start_step
     loader = tu.InfiniteLoader(
-        dataset, batch_gpu, seed=loader_seed, rank=rank, world_size=world_size, start_batches=loader_position,
+        dataset,
+        batch_gpu,
+        seed=loader_seed,
+        rank=rank,
+        world_size=world_size,
+        start_batches=loader_position,
         **(loader_kwargs or {}),
     )
 
@@ -180,7 +227,10 @@ def _train(
         for name in metrics:
             tu.trim_jsonl(os.path.join(run_dir, f"metric-{name}.jsonl"), start_step, lambda r: r["step"])
     wandb = tu.WandbLogger(
-        wandb_mode, wandb_project, run_dir, config=_read_config(run_dir),
+        wandb_mode,
+        wandb_project,
+        run_dir,
+        config=_read_config(run_dir),
         resume_id=(resume_data or {}).get("wandb_id"),
     )
 
@@ -202,15 +252,38 @@ def _train(
             tick = -(-step // steps_per_tick)  # The final tick counts as a tick even when it is short.
             if step > start_step:
                 _report_tick(
-                    collector, step, tick, start_time, tick_start_time, tick_end_time, tick_start_step,
-                    maintenance_sec, device, run_dir, wandb,
+                    collector,
+                    step,
+                    tick,
+                    start_time,
+                    tick_start_time,
+                    tick_end_time,
+                    tick_start_step,
+                    maintenance_sec,
+                    device,
+                    run_dir,
+                    wandb,
                 )
             is_resume_start = resume_data is not None and step == start_step
             if not is_resume_start and (done or tick % ticks_per_G_ema_ckpt == 0):
                 write_train = done or tick % ticks_per_train_ckpt == 0
                 with preserve_rng(device):
-                    _snapshot(gan, step, run_dir, samples_dir, write_train, seed, loader, wandb, metrics,
-                              metric_kwargs, dataset_kwargs, device, rank, world_size)
+                    _snapshot(
+                        gan,
+                        step,
+                        run_dir,
+                        samples_dir,
+                        write_train,
+                        seed,
+                        loader,
+                        wandb,
+                        metrics,
+                        metric_kwargs,
+                        dataset_kwargs,
+                        device,
+                        rank,
+                        world_size,
+                    )
             tick_start_time, tick_start_step = time.time(), step
             maintenance_sec = tick_start_time - tick_end_time
         if done:
@@ -234,8 +307,19 @@ def _read_config(run_dir: str) -> dict:
         return {}
 
 
-def _report_tick(collector, step, tick, start_time, tick_start_time, tick_end_time, tick_start_step,
-                 maintenance_sec, device, run_dir, wandb):
+def _report_tick(
+    collector,
+    step,
+    tick,
+    start_time,
+    tick_start_time,
+    tick_end_time,
+    tick_start_step,
+    maintenance_sec,
+    device,
+    run_dir,
+    wandb,
+):
     """Status line (rank 0), statistics collected over ranks into stats.jsonl and W&B."""
     total_sec = tick_end_time - start_time
     sec_per_step = (tick_end_time - tick_start_time) / max(step - tick_start_step, 1)
@@ -261,8 +345,22 @@ def _report_tick(collector, step, tick, start_time, tick_start_time, tick_end_ti
         wandb.log({name: value["mean"] for name, value in stats.items()}, step=step)
 
 
-def _snapshot(gan, step, run_dir, samples_dir, write_train, seed, loader, wandb, metrics, metric_kwargs,
-              dataset_kwargs, device, rank, world_size):
+def _snapshot(
+    gan,
+    step,
+    run_dir,
+    samples_dir,
+    write_train,
+    seed,
+    loader,
+    wandb,
+    metrics,
+    metric_kwargs,
+    dataset_kwargs,
+    device,
+    rank,
+    world_size,
+):
     """G-EMA pickle, optional train pickle, sample video and metrics; runs on every rank."""
     digests = tu.check_rank_consistency(gan.modules())
     rng_states = tu.all_gather_objects(tu.get_rng_state(device))
@@ -291,8 +389,13 @@ def _snapshot(gan, step, run_dir, samples_dir, write_train, seed, loader, wandb,
         from metrics import metric_main
 
         result = metric_main.calc_metric(
-            metric=name, G=gan.G_ema, num_gpus=world_size, rank=rank, device=device,
-            **gan.metric_dataset_kwargs(dataset_kwargs), **(metric_kwargs or {}),
+            metric=name,
+            G=gan.G_ema,
+            num_gpus=world_size,
+            rank=rank,
+            device=device,
+            **gan.metric_dataset_kwargs(dataset_kwargs),
+            **(metric_kwargs or {}),
         )
         if rank == 0:
             record = dict(result, step=step, G_ema_ckpt_path=ema_path)

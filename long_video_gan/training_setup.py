@@ -36,8 +36,13 @@ def apply_preset(opts: dnnlib.EasyDict, presets: dict) -> dnnlib.EasyDict:
 
 def check_options(opts: dnnlib.EasyDict, world_size: int) -> None:
     """Checks the numeric options and metric names (no file access)."""
-    for name, key in [("--batch", "batch"), ("--grad-accum", "grad_accum"), ("--tick", "tick"), ("--snap", "snap"),
-                      ("--train-snap", "train_snap")]:
+    for name, key in [
+        ("--batch", "batch"),
+        ("--grad-accum", "grad_accum"),
+        ("--tick", "tick"),
+        ("--snap", "snap"),
+        ("--train-snap", "train_snap"),
+    ]:
         if opts[key] < 1:
             raise ConfigError(f"{name} must be a positive integer, got {opts[key]}")
     if opts.steps < 0:
@@ -90,7 +95,10 @@ def config_differences(old: dict, new: dict) -> list[str]:
     for key in RESUME_KEYS:
         a, b = _normalised(old.get(key)), _normalised(new.get(key))
         if key == "dataset_kwargs" and isinstance(a, dict) and isinstance(b, dict):
-            a, b = {k: v for k, v in a.items() if k != "dataset_dir"}, {k: v for k, v in b.items() if k != "dataset_dir"}
+            a, b = (
+                {k: v for k, v in a.items() if k != "dataset_dir"},
+                {k: v for k, v in b.items() if k != "dataset_dir"},
+            )
         if a != b:
             diffs.append(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
     return diffs
@@ -155,8 +163,10 @@ def setup_and_train(phase: str, opts: dict, presets: dict, build_config) -> None
     desc = tu.run_desc(opts.dataset, opts.batch, opts.grad_accum, opts.gamma)
     if resume_data is not None and opts.resume == "auto" and resume_data["step"] >= c.total_steps:
         if rank == 0:
-            print(f"{run_dir} is complete (step {resume_data['step']} of --steps={c.total_steps}); nothing to do. "
-                  f"Raise --steps to continue it, or pass --resume=none to start a new run.")
+            print(
+                f"{run_dir} is complete (step {resume_data['step']} of --steps={c.total_steps}); nothing to do. "
+                f"Raise --steps to continue it, or pass --resume=none to start a new run."
+            )
         return
     if opts.dry_run:
         if rank == 0:

@@ -580,8 +580,11 @@ class _TeeStream:
 
 
 def resolve_wandb_mode(requested: str | None) -> str:
-    """"online", "offline" or "off". `None` (the default): online only when logged in and on a terminal, else off.
-    "online" without a login falls back to "offline", since a login prompt would block."""
+    """The W&B mode to use: "online", "offline" or "off".
+
+    `None` (the default) means online only when logged in and on a terminal, else off. "online" without a login falls
+    back to "offline", since a login prompt would block.
+    """
     if requested not in (None, "online", "offline", "off"):
         raise ValueError(f"wandb mode must be online, offline or off, got '{requested}'")
     if requested in ("offline", "off"):

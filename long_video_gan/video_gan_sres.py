@@ -149,8 +149,12 @@ class SuperResVideoGAN(VideoGAN):
         self.sample_segment = max(d for d in range(1, min(num_out, 16) + 1) if num_out % d == 0)
         self.sample_seed = seed
         sample_dataset = type(dataset)(
-            dataset.dataset_dir, seq_length=num_out + 2 * context, lr_height=dataset.lr_height,
-            lr_width=dataset.lr_width, hr_height=dataset.hr_height, hr_width=dataset.hr_width,
+            dataset.dataset_dir,
+            seq_length=num_out + 2 * context,
+            lr_height=dataset.lr_height,
+            lr_width=dataset.lr_width,
+            hr_height=dataset.hr_height,
+            hr_width=dataset.hr_width,
             hr_frame_slice=None if write_dir else (0, 0),
         )
         (item,) = tu.read_items(sample_dataset, 1, seed)

@@ -43,7 +43,7 @@ def grid_enlarge_factor(grid_height: int, grid_width: int, macro_block: int = 16
 
 
 def make_grid(video: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """Arranges `[N, C, T, H, W]` into frames `[T, rows*H, cols*W, C]`; clip k sits in column k // rows, row k % rows."""
+    """`[N, C, T, H, W]` -> frames `[T, rows*H, cols*W, C]`; clip k goes to column k // rows, row k % rows."""
     n = video.shape[0]
     if video.ndim != 5:
         raise ValueError(f"video must be [N, C, T, H, W], got shape {tuple(video.shape)}")

@@ -178,7 +178,9 @@ def _reference_temporal_scale(clip, seq_length, gen):
     pad_before = None
     if new_t < seq_length:
         pad_before = int(torch.randint(0, seq_length - new_t + 1, [1], generator=gen))
-        out = torch.cat([torch.zeros(c, pad_before, h, w), out, torch.zeros(c, seq_length - new_t - pad_before, h, w)], 1)
+        out = torch.cat(
+            [torch.zeros(c, pad_before, h, w), out, torch.zeros(c, seq_length - new_t - pad_before, h, w)], 1
+        )
     start = int(torch.randint(0, out.shape[1] - seq_length + 1, [1], generator=gen))
     return out[:, start : start + seq_length], new_t, pad_before
 

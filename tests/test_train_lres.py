@@ -21,8 +21,26 @@ from tests.data_utils import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny networks, 2 clips per step, a status line every step, G-EMA and train pickles every 2 steps.
-FAST = ["--preset", "tiny", "--device", "cpu", "--workers", "0", "--batch", "2", "--grad-accum", "1", "--tick", "1",
-        "--snap", "2", "--train-snap", "2", "--wandb", "off"]
+FAST = [
+    "--preset",
+    "tiny",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--batch",
+    "2",
+    "--grad-accum",
+    "1",
+    "--tick",
+    "1",
+    "--snap",
+    "2",
+    "--train-snap",
+    "2",
+    "--wandb",
+    "off",
+]
 
 
 def _env():
@@ -86,8 +104,7 @@ def test_tiny_run_writes_checkpoints_samples_and_logs(full_run):
     ckpts = sorted(os.listdir(run_dir / "checkpoints"))
     assert ckpts == [f"ckpt-{s:08d}-{k}.pkl" for s in (0, 2, 4) for k in ("G-ema", "train")]
     samples = sorted(os.listdir(run_dir / "samples"))
-    assert samples == ["fake-00000000.mp4", "fake-00000002.mp4", "fake-00000004.mp4", "real-long.mp4",
-                       "real-train.mp4"]
+    assert samples == ["fake-00000000.mp4", "fake-00000002.mp4", "fake-00000004.mp4", "real-long.mp4", "real-train.mp4"]
     reader = imageio_ffmpeg.read_frames(str(run_dir / "samples" / "fake-00000004.mp4"))
     meta = next(reader)
     assert meta["size"] == (256, 144) and sum(1 for _ in reader) == 32  # One 36x64 clip x4, 32 frames.
@@ -158,8 +175,21 @@ def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
 @pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     outdir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train_lres.py"), *FAST, "--dataset", str(dataset), "--outdir", str(outdir), "--steps", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "train_lres.py"),
+        *FAST,
+        "--dataset",
+        str(dataset),
+        "--outdir",
+        str(outdir),
+        "--steps",
+        "2",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = _only_run_dir(outdir)
@@ -225,8 +255,9 @@ def test_error_outdir_not_writable(dataset, tmp_path):
 
 
 def test_dry_run_prints_config_only(dataset, tmp_path):
-    result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(tmp_path / "o"),
-                                                  "--dry-run"])
+    result = CliRunner().invoke(
+        train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(tmp_path / "o"), "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert '"seq_length": 16' in result.output and '"total_batch": 2' in result.output
     assert not any(p.is_dir() for p in (tmp_path / "o").iterdir())

@@ -24,8 +24,24 @@ ROOT = Path(__file__).resolve().parents[1]
 LR, HR = (9, 16), (36, 64)  # Resolutions of the tiny sres networks.
 # Tiny networks (2 hr frames + 4 lr context frames on each side), 2 clips per step, a tick every 2 steps, G-EMA and
 # train pickles every 4 steps.
-FAST = ["--preset", "tiny", "--device", "cpu", "--workers", "0", "--batch", "2", "--tick", "2", "--snap", "2",
-        "--train-snap", "2", "--wandb", "off"]
+FAST = [
+    "--preset",
+    "tiny",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--batch",
+    "2",
+    "--tick",
+    "2",
+    "--snap",
+    "2",
+    "--train-snap",
+    "2",
+    "--wandb",
+    "off",
+]
 
 
 def _env():
@@ -73,8 +89,13 @@ def test_tiny_run_writes_checkpoints_and_samples(full_run):
     ckpts = sorted(os.listdir(run_dir / "checkpoints"))
     assert ckpts == [f"ckpt-{s:08d}-{k}.pkl" for s in (0, 4, 8) for k in ("G-ema", "train")]
     samples = sorted(os.listdir(run_dir / "samples"))
-    assert samples == ["fake-00000000-hr.mp4", "fake-00000004-hr.mp4", "fake-00000008-hr.mp4", "real-hr.mp4",
-                       "real-lr.mp4"]
+    assert samples == [
+        "fake-00000000-hr.mp4",
+        "fake-00000004-hr.mp4",
+        "fake-00000008-hr.mp4",
+        "real-hr.mp4",
+        "real-lr.mp4",
+    ]
     reader = imageio_ffmpeg.read_frames(str(run_dir / "samples" / "fake-00000008-hr.mp4"))
     meta = next(reader)
     assert meta["size"] == (256, 144) and sum(1 for _ in reader) == 8  # 36x64 enlarged x4; 8 super-resolved frames.
@@ -133,8 +154,21 @@ def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
 @pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     outdir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train_sres.py"), *FAST, "--dataset", str(dataset), "--outdir", str(outdir), "--steps", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "train_sres.py"),
+        *FAST,
+        "--dataset",
+        str(dataset),
+        "--outdir",
+        str(outdir),
+        "--steps",
+        "4",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = _load(_only_run_dir(outdir) / "checkpoints" / "ckpt-00000004-train.pkl")

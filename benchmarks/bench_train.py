@@ -1,0 +1,201 @@
+"""Training speed and memory of LongVideoGAN on this machine: seconds per step and peak resident memory.
+
+Builds exactly the phase objects train_lres.py / train_sres.py build (from their presets), feeds synthetic clips
+(no data loading), and times whole training steps: plain steps (G step + D step + G EMA) and the extra cost of a lazy
+R1 step (every 16th step). Each (phase, preset) runs in its own process so the peak RSS is its own.
+
+Examples:
+    python benchmarks/bench_train.py                              # tiny presets of both phases
+    python benchmarks/bench_train.py --preset paper --batch 1     # paper networks at batch 1 (slow on a CPU)
+    python benchmarks/bench_train.py --phase lres --preset tiny --steps 5 --no-r1
+"""
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import click
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def cpu_description() -> dict:
+    """CPU model, core count and the instruction sets torch uses."""
+    import torch
+
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    flags = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if x in have]
+                    break
+    except OSError:
+        pass
+    return dict(
+        cpu=model,
+        cores=os.cpu_count(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        capability=torch.backends.cpu.get_cpu_capability(),
+        mkldnn=torch.backends.mkldnn.is_available(),
+        flags=flags,
+    )
+
+
+def _worker(phase: str, preset: str, batch: int | None, grad_accum: int | None, steps: int, r1: bool) -> dict:
+    """Runs in a child process: builds the phase object and times its steps."""
+    import torch
+
+    import dnnlib
+    from long_video_gan import training_setup
+    from long_video_gan import training_utils as tu
+
+    script = __import__("train_lres" if phase == "lres" else "train_sres")
+    opts = dnnlib.EasyDict(
+        preset=preset,
+        batch=batch,
+        grad_accum=grad_accum,
+        gamma=None,
+        metric=(),
+        steps=None,
+        tick=None,
+        snap=None,
+        train_snap=None,
+        workers=None,
+        dataset="bench",
+        seed=0,
+        wandb=None,
+        device="cpu",
+    )
+    opts = training_setup.apply_preset(opts, script.PRESETS)
+    device = torch.device("cpu")
+    c = script.build_config(opts, device, world_size=1)
+    tu.set_precision_flags()
+    tu.seed_all(0)
+
+    t0 = time.time()
+    gan = dnnlib.util.construct_class_by_name(
+        **c.gan_kwargs, device=device, batch_gpu=opts.batch, grad_accum=opts.grad_accum
+    )
+    build_sec = time.time() - t0
+    gen = torch.Generator().manual_seed(1)
+    if phase == "lres":
+        shape = [opts.batch, 3, c.seq_length, c.height, c.width]
+        batch_data = {"video": torch.rand(shape, generator=gen) * 2 - 1}
+    else:
+        lr = [opts.batch, 3, c.seq_length + 2 * c.temporal_context, c.lr_height, c.lr_width]
+        hr = [opts.batch, 3, c.seq_length, c.hr_height, c.hr_width]
+        batch_data = {
+            "lr_video": torch.rand(lr, generator=gen) * 2 - 1,
+            "hr_video": torch.rand(hr, generator=gen) * 2 - 1,
+        }
+
+    def next_batch():
+        return batch_data
+
+    gan.train_step(1, next_batch)  # Warm-up (not an R1 step).
+    times = []
+    for i in range(steps):
+        t0 = time.time()
+        gan.train_step(2 + i, next_batch)
+        times.append(time.time() - t0)
+    result = dict(
+        phase=phase,
+        preset=preset,
+        batch=opts.batch,
+        grad_accum=opts.grad_accum,
+        seq_length=c.seq_length,
+        params_G=sum(p.numel() for p in gan.G.parameters()),
+        params_D=sum(p.numel() for p in gan.D.parameters()),
+        build_sec=round(build_sec, 2),
+        sec_per_step=round(sum(times) / len(times), 3),
+        sec_per_step_min=round(min(times), 3),
+    )
+    if r1:
+        t0 = time.time()
+        gan.train_step(16, next_batch)  # Step 16 runs the lazy R1 step too.
+        result["r1_extra_sec"] = round(time.time() - t0 - result["sec_per_step"], 3)
+        result["sec_per_step_amortised"] = round(result["sec_per_step"] + result["r1_extra_sec"] / 16, 3)
+    result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)  # KiB -> GiB.
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--phase", type=click.Choice(["lres", "sres", "all"]), default="all", show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "paper", "all"]), default="tiny", show_default=True)
+@click.option("--batch", type=int, help="Clips per step (default: the preset's; paper runs usually use 1 here).")
+@click.option("--grad-accum", type=int, help="Accumulation rounds (default: the preset's, or 1 with --batch 1).")
+@click.option("--steps", type=int, default=3, show_default=True, help="Timed steps after one warm-up step.")
+@click.option("--r1/--no-r1", default=True, show_default=True, help="Also time one R1 step.")
+@click.option("--threads", type=int, help="torch intra-op threads (default: torch's choice, usually the core count).")
+@click.option("--timeout", type=int, default=3600, show_default=True, help="Seconds allowed per configuration.")
+@click.option("--worker", hidden=True, is_flag=True)
+def main(phase, preset, batch, grad_accum, steps, r1, threads, timeout, worker):
+    """Seconds per training step and peak RSS of the training phases on the CPU."""
+    if grad_accum is None and batch == 1:
+        grad_accum = 1
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if worker:
+        print(json.dumps(_worker(phase, preset, batch, grad_accum, steps, r1)))
+        return
+
+    print(json.dumps(cpu_description()))
+    phases = ["lres", "sres"] if phase == "all" else [phase]
+    presets = ["tiny", "paper"] if preset == "all" else [preset]
+    for ph in phases:
+        for pr in presets:
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                "--phase",
+                ph,
+                "--preset",
+                pr,
+                "--steps",
+                str(steps),
+                "--r1" if r1 else "--no-r1",
+            ]
+            if batch is not None:
+                cmd += ["--batch", str(batch)]
+            if grad_accum is not None:
+                cmd += ["--grad-accum", str(grad_accum)]
+            if threads is not None:
+                cmd += ["--threads", str(threads)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+            except subprocess.TimeoutExpired:
+                print(json.dumps(dict(phase=ph, preset=pr, error=f"timed out after {timeout} s")))
+                continue
+            if proc.returncode != 0:
+                print(json.dumps(dict(phase=ph, preset=pr, error=proc.stderr.strip().splitlines()[-1:])))
+                continue
+            print(proc.stdout.strip().splitlines()[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
