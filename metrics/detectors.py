@@ -328,8 +328,10 @@ def get_detector(
             package, rel, req = PACKAGED_FILES[kind]
             reason = (reason + "; " if reason else "") + f"package {req} ({package}/{rel}) not installed"
     if detector is None:
-        if source == "packaged" and not packaged_ok:
-            reason = f"no packaged weights can serve {kind}" + (" with a classifier" if need_classifier else "")
+        if need_classifier and kind == "inception":
+            reason = (reason + "; " if reason else "") + "the packaged Inception has no classifier, which IS needs"
+        elif source == "packaged" and not packaged_ok:
+            reason = f"no packaged weights can serve {kind}"
         raise DetectorUnavailableError(missing_detector_message(kind, detector_dir, reason))
     if verbose:
         print(f"Using {kind} detector {detector.name} ({detector.source}, sha256 {detector.sha256[:16]}...)")

@@ -134,7 +134,7 @@ def test_i3d_features_separate_content_and_print_bikes_labels(packaged_i3d):
 # Inception.
 
 
-def test_packaged_inception_features_and_missing_classifier_message():
+def test_packaged_inception_features_and_missing_classifier_message(cache_dir):
     det = detectors.get_detector("inception", source="packaged")
     assert det.info["source"] == "packaged" and det.info["file"] == "default_1.pt"
     frames = torch.randint(0, 256, (1, 3, 36, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -147,6 +147,8 @@ def test_packaged_inception_features_and_missing_classifier_message():
     message = str(err.value)
     assert "inception-2015-12-05.pkl" in message and "--detector-dir" in message
     assert detectors.DETECTOR_URLS["inception"] in message and "classifier" in message
+    with pytest.raises(detectors.DetectorUnavailableError, match="inception-2015-12-05.pkl.*classifier"):
+        detectors.get_detector("inception", need_classifier=True, download=False)
 
 
 def test_preprocess_inception_range_and_size():
