@@ -388,7 +388,10 @@ def _make_loader(opts: MetricOptions, dataset, batch_size: int) -> torch.utils.d
     kwargs.pop("shuffle", None)
     if kwargs.get("num_workers", 0) == 0:
         kwargs.pop("prefetch_factor", None)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, **kwargs)
+    kwargs.pop("generator", None)
+    # An own generator, so that starting workers draws nothing from the global RNG (training's streams stay put).
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False,
+                                       generator=torch.Generator().manual_seed(0), **kwargs)
 
 
 def _video_dataset(dataset_kwargs, seq_length: int, spacing: int = 1):

@@ -159,6 +159,14 @@ def test_num_runs_gives_per_run_mean_and_std(env, dataset_root):
     assert again.results.fvd2048_16f == r.fvd2048_16f_run01
 
 
+def test_metrics_leave_the_global_rng_untouched(env, dataset_root):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    kwargs = dict(lres_kwargs(dataset_root, num_gen=2, max_real=2), loader_kwargs=dict(num_workers=1))
+    metric_main.calc_metric("fvd2048_16f", **kwargs)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 # ----------------------------------------------------------------------------
 # Generator modes (SPEC §7.5) and the two fixed bugs (SPEC §9.7).
 

@@ -1,5 +1,6 @@
 """FVD and FID with the real packaged detectors on real footage: a dataset against itself scores ~0, two disjoint
-halves of one video score small, two different sources score large (small sizes; the figures are printed)."""
+halves of one video (alternate chunks) score small, two different sources score large (small sizes; the figures are
+printed)."""
 
 import io
 import json
@@ -52,9 +53,10 @@ def sources(tmp_path_factory):
     dnnlib.util.set_cache_dir(str(tmp / "cache"))
     bikes = decode(str(bikes_path()), 250)
     mandel = decode("mandelbrot=size=320x240:rate=25", 120, fmt="lavfi")
+    # Two disjoint halves of bikes.mp4 that both span the whole video: alternate 25-frame chunks.
     roots = dict(
-        first_half=write_dataset(str(tmp / "bikes_a"), {f"a{i}": bikes[i * 40:(i + 1) * 40] for i in range(3)}),
-        second_half=write_dataset(str(tmp / "bikes_b"), {f"b{i}": bikes[130 + i * 40:170 + i * 40] for i in range(3)}),
+        first_half=write_dataset(str(tmp / "bikes_a"), {f"a{i}": bikes[50 * i:50 * i + 25] for i in range(5)}),
+        second_half=write_dataset(str(tmp / "bikes_b"), {f"b{i}": bikes[50 * i + 25:50 * i + 50] for i in range(5)}),
         mandelbrot=write_dataset(str(tmp / "mandel"), {f"m{i}": mandel[i * 40:(i + 1) * 40] for i in range(3)}),
     )
     yield roots
