@@ -60,7 +60,9 @@ def cpu_description() -> dict:
     )
 
 
-def _worker(phase: str, preset: str, batch: int | None, grad_accum: int | None, steps: int, r1: bool) -> dict:
+def _worker(
+    phase: str, preset: str, batch: int | None, grad_accum: int | None, steps: int, r1: bool, seq_length: int | None
+) -> dict:
     """Runs in a child process: builds the phase object and times its steps."""
     import torch
 
@@ -86,6 +88,8 @@ def _worker(phase: str, preset: str, batch: int | None, grad_accum: int | None, 
         device="cpu",
     )
     opts = training_setup.apply_preset(opts, script.PRESETS)
+    if seq_length is not None:
+        opts.seq_length = seq_length
     device = torch.device("cpu")
     c = script.build_config(opts, device, world_size=1)
     tu.set_precision_flags()
@@ -148,10 +152,17 @@ def _worker(phase: str, preset: str, batch: int | None, grad_accum: int | None, 
 @click.option("--grad-accum", type=int, help="Accumulation rounds (default: the preset's, or 1 with --batch 1).")
 @click.option("--steps", type=int, default=3, show_default=True, help="Timed steps after one warm-up step.")
 @click.option("--r1/--no-r1", default=True, show_default=True, help="Also time one R1 step.")
+@click.option("--seq-length", type=int, help="Override the preset's clip length (frames seen by D).")
 @click.option("--threads", type=int, help="torch intra-op threads (default: torch's choice, usually the core count).")
 @click.option("--timeout", type=int, default=3600, show_default=True, help="Seconds allowed per configuration.")
+@click.option(
+    "--max-mem-gb",
+    type=float,
+    help="Address-space cap per configuration (default: half the RAM), so an "
+    "oversized configuration fails with MemoryError instead of invoking the OOM killer.",
+)
 @click.option("--worker", hidden=True, is_flag=True)
-def main(phase, preset, batch, grad_accum, steps, r1, threads, timeout, worker):
+def main(phase, preset, batch, grad_accum, steps, r1, seq_length, threads, timeout, max_mem_gb, worker):
     """Seconds per training step and peak RSS of the training phases on the CPU."""
     if grad_accum is None and batch == 1:
         grad_accum = 1
@@ -160,7 +171,16 @@ def main(phase, preset, batch, grad_accum, steps, r1, threads, timeout, worker):
 
         torch.set_num_threads(threads)
     if worker:
-        print(json.dumps(_worker(phase, preset, batch, grad_accum, steps, r1)))
+        if max_mem_gb is None:
+            max_mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 / 2
+        limit = int(max_mem_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            print(json.dumps(_worker(phase, preset, batch, grad_accum, steps, r1, seq_length)))
+        except (MemoryError, RuntimeError) as e:
+            if not isinstance(e, MemoryError) and "memory" not in str(e).lower():
+                raise
+            print(json.dumps(dict(phase=phase, preset=preset, error=f"out of memory under a {max_mem_gb:.1f} GB cap")))
         return
 
     print(json.dumps(cpu_description()))
@@ -186,6 +206,10 @@ def main(phase, preset, batch, grad_accum, steps, r1, threads, timeout, worker):
                 cmd += ["--grad-accum", str(grad_accum)]
             if threads is not None:
                 cmd += ["--threads", str(threads)]
+            if seq_length is not None:
+                cmd += ["--seq-length", str(seq_length)]
+            if max_mem_gb is not None:
+                cmd += ["--max-mem-gb", str(max_mem_gb)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
             except subprocess.TimeoutExpired:
