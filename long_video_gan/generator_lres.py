@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from torch_utils import distributed, misc, persistence
-from torch_utils.ops import bias_act, upfirdn2d
+from torch_utils.ops import bias_act, fast_cpu, upfirdn2d
 
 # Tensors of this many elements or more are processed in chunks, because the CUDA kernels index with int32.
 # Chunking is numerically neutral (the ops act element-wise or per channel).
@@ -398,6 +398,10 @@ def temporal_modulated_conv3d(
     Co, _, kt, kh, kw = weight.shape
     misc.assert_shape(weight, [Co, Ci, kt, kh, kw])
     misc.assert_shape(styles, [N, Ci, T])
+
+    # CPU inference: the same result with fewer passes over x (torch_utils/ops/fast_cpu.py).
+    if fast_cpu.applies(x, weight, styles, input_gain):
+        return fast_cpu.temporal_modulated_conv3d(x, weight, styles, padding, input_gain, demodulate)
 
     # Pre-normalise for numerical safety; both scales cancel in the demodulation.
     if demodulate:

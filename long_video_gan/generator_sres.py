@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import distributed, misc, persistence
-from torch_utils.ops import bias_act, conv2d_gradfix, filtered_lrelu, upfirdn2d
+from torch_utils.ops import bias_act, conv2d_gradfix, fast_cpu, filtered_lrelu, upfirdn2d
 
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -185,6 +185,10 @@ def modulated_conv2d(
     misc.assert_shape(w, [out_channels, in_channels, kh, kw])
     misc.assert_shape(x, [batch_size, in_channels, None, None])
     misc.assert_shape(s, [batch_size, in_channels])
+
+    # CPU inference: the same result as one shared-weight convolution of the whole batch (torch_utils/ops/fast_cpu.py).
+    if fast_cpu.applies(x, w, s, input_gain):
+        return fast_cpu.modulated_conv2d(x, w, s, demodulate=demodulate, padding=padding, input_gain=input_gain)
 
     # Pre-normalize weights and styles; the style scale is global over the batch and cancels in demodulation.
     if demodulate:
