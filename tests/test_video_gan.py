@@ -12,7 +12,7 @@ from long_video_gan.video_gan_lres import LowResVideoGAN
 
 
 class StandInG(torch.nn.Module):
-    """Renders `bias + noise * scale` clips of 36x64 and records the magnitude-EMA beta of every call."""
+    """Renders `bias + noise * scale` clips of 8x16 and records the magnitude-EMA beta of every call."""
 
     calls = []
 
@@ -25,7 +25,7 @@ class StandInG(torch.nn.Module):
 
     def forward(self, batch_size, seq_length, magnitude_ema_beta=1.0, generator_emb=None):
         StandInG.calls.append((batch_size, seq_length, magnitude_ema_beta))
-        noise = torch.randn([batch_size, 3, seq_length, 36, 64], generator=generator_emb)
+        noise = torch.randn([batch_size, 3, seq_length, 8, 16], generator=generator_emb)
         if magnitude_ema_beta != 1:
             with torch.no_grad():
                 self.magnitude_ema.lerp_(noise.square().mean(), 1 - magnitude_ema_beta)
@@ -41,9 +41,10 @@ class StandInD(torch.nn.Module):
         return (video * self.weight).mean(dim=[1, 2, 3, 4])[:, None]
 
 
-def _gan(grad_accum=2, batch_gpu=4):
+def _gan(grad_accum=2, batch_gpu=4, r1_interval=16):
     torch.manual_seed(0)
     return LowResVideoGAN(
+        r1_interval=r1_interval,
         G_kwargs=dict(class_name=f"{__name__}.StandInG"),
         D_kwargs=dict(class_name=f"{__name__}.StandInD"),
         device=torch.device("cpu"),
@@ -60,7 +61,7 @@ class Batches:
 
     def __call__(self):
         self.count += 1
-        return {"video": torch.rand([self.batch_gpu, 3, 8, 36, 64]) * 2 - 1}
+        return {"video": torch.rand([self.batch_gpu, 3, 8, 8, 16]) * 2 - 1}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -85,10 +86,16 @@ def test_step_order_betas_and_batches():
     beta = 0.999 ** (1 / 2)
     assert StandInG.calls == [(2, 12, 1.0), (2, 12, 1.0), (2, 12, beta), (2, 12, beta)]
     assert batches.count == 2  # D batch and the R1 batch of step 0.
-    for step in range(1, 17):
+
+
+def test_r1_every_interval_steps():
+    gan = _gan(grad_accum=1, batch_gpu=2, r1_interval=4)
+    assert gan.D_opt.param_groups[0]["lr"] == pytest.approx(0.002 * 4 / 5)
+    batches = Batches(2)
+    for step in range(9):
         batches.count = 0
         gan.train_step(step, batches)
-        assert batches.count == (2 if step == 16 else 1), step
+        assert batches.count == (2 if step % 4 == 0 else 1), step
 
 
 def test_g_ema_follows_schedule_and_leaves_buffers_blended():
