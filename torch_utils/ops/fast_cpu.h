@@ -190,7 +190,9 @@ inline void filter_rows(const AxisPlan& p, const float* x, int x_stride, int row
     const int d = p.down, up = p.up;
     const int len = p.lo + p.in + p.hi;
     const int S = (len + d - 1) / d;  // Samples per row and stream (down > 1).
-    const int stride = S * d;         // Padded row length.
+    // Padded row length. Computing phase q at input position k gives output k of that phase, so a row must also
+    // hold every phase's outputs (phases without taps can outnumber the padded inputs).
+    const int stride = d > 1 ? S * d : std::max(len, (p.out + up - 1) / up);
     const size_t total = static_cast<size_t>(rows) * stride;
     s.padded.resize(total);
     float* xp = s.padded.data();
