@@ -199,6 +199,7 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
 # Modulated convolutions.
 
 _conv_dtype = torch.float32  # Storage type of the modulated convolutions' operands (set_conv_dtype).
+_CHUNK_BYTES = 64 * 2**20  # Input bytes per convolution call of modulated_conv2d (at least one sample).
 _weight_cache = dict()  # id(weight) -> (weakref to weight, key, prepared tensors), for inference.
 
 
@@ -318,15 +319,22 @@ def modulated_conv2d(
         s = s * s.square().mean().rsqrt()
         dcoefs = (s.square() @ w_sq + 1e-8).rsqrt()  # [N, O]: rsqrt(sum_{i,a,b} (w[o,i,a,b] s[n,i])^2 + 1e-8)
 
-    # Modulate the activations, convolve with the shared weight, demodulate the outputs.
+    # Modulate the activations, convolve with the shared weight, demodulate the outputs: in chunks of samples, so that
+    # the temporaries (modulated input, convolution output, the convolution's own layout copies) stay small.
     in_scale = s if input_gain is None else s * input_gain.to(torch.float32).expand(N, I)  # [N, I]
-    x = _mul_into(x, in_scale.to(x.dtype).reshape(N, I, 1, 1), cdtype)  # [N, I, H, W]
-    y = F.conv2d(x, w_conv, padding=padding)  # [N, O, H', W']
-    if dcoefs is not None:
-        d = dcoefs.reshape(N, -1, 1, 1)  # float32
-        y = y.mul_(d.to(y.dtype)) if y.dtype == out_dtype else _mul_into(y, d, out_dtype)
-    elif y.dtype != out_dtype:
-        y = y.to(out_dtype)
+    in_scale = in_scale.to(x.dtype).reshape(N, I, 1, 1)
+    O, k = w.shape[0], w.shape[-1]
+    out_h, out_w = x.shape[2] + 2 * padding - k + 1, x.shape[3] + 2 * padding - k + 1
+    y = torch.empty([N, O, out_h, out_w], dtype=out_dtype)
+    chunk = max(1, _CHUNK_BYTES // (x[0].numel() * x.element_size()))
+    for n0 in range(0, N, chunk):
+        n1 = min(N, n0 + chunk)
+        xc = _mul_into(x[n0:n1], in_scale[n0:n1], cdtype)  # [n, I, H, W]
+        yc = F.conv2d(xc, w_conv, padding=padding)  # [n, O, H', W']
+        if dcoefs is not None:
+            torch.mul(yc, dcoefs[n0:n1].reshape(n1 - n0, O, 1, 1), out=y[n0:n1])
+        else:
+            y[n0:n1].copy_(yc)
     return y
 
 
