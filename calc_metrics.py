@@ -6,6 +6,7 @@ import click
 import torch
 
 from metrics import detectors, metric_main
+from torch_utils.ops import fast_cpu
 
 BOOL = dict(type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True)
 
@@ -44,8 +45,10 @@ def load_generator(path: str, device: torch.device, what: str) -> torch.nn.Modul
 @click.option("--max-real", help="Cap on real samples (quick runs)", type=click.IntRange(min=1))
 @click.option("--seed", help="Seed of real-window sampling and generator noise", type=int, default=0,
               show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="Generator precision. bf16: CPU only, convolutions in bfloat16 (CPUs with avx512_bf16/amx_bf16)")
 def main(dataset_dir, lres_path, sres_path, metrics, num_runs, replace_cache, verbose, jsonl_path, device,
-         detector_dir, detector_source, batch_gen, num_gen, max_real, seed):
+         detector_dir, detector_source, batch_gen, num_gen, max_real, seed, dtype):
     """Calculate metrics for a low-res (and optionally super-res) generator against a dataset.
 
     \b
@@ -72,6 +75,13 @@ def main(dataset_dir, lres_path, sres_path, metrics, num_runs, replace_cache, ve
     if detector_dir is not None and not os.path.isdir(detector_dir):
         raise click.ClickException(f"--detector-dir: {detector_dir!r} is not a directory")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype == "bf16":
+        # The generators' convolutions in bfloat16, their activations and the detectors float32 (fast_cpu.py).
+        try:
+            fast_cpu.require_bf16(device)
+        except ValueError as err:
+            raise click.ClickException(f"--dtype bf16: {err}")
+        fast_cpu.set_conv_dtype(torch.bfloat16)
 
     # The original leaves the torch 1.12 defaults: cuDNN TF32 on, matmul TF32 off (SPEC conventions).
     torch.backends.cudnn.allow_tf32 = True

@@ -8,6 +8,7 @@ import click
 import torch
 
 from long_video_gan import api
+from torch_utils.ops import fast_cpu
 
 # ----------------------------------------------------------------------------
 
@@ -84,7 +85,13 @@ def _load(option: str, path: str, device: torch.device, phase: str) -> torch.nn.
     "--save-index", "-i", "save_indices", type=int, multiple=True, help="Frame index to save as PNG (repeat)."
 )
 @click.option("--device", type=str, default=None, help="Torch device, e.g. cpu or cuda:0. Default: CUDA if present.")
-@click.option("--dtype", type=click.Choice(["fp32"]), default="fp32", show_default=True, help="Computation precision.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Computation precision. bf16: CPU only, convolutions in bfloat16 (CPUs with avx512_bf16/amx_bf16).",
+)
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True, help="Video fps.")
 @click.option("--bitrate", type=str, default="16M", show_default=True, help="H.264 bitrate (ignored with --quality).")
 @click.option(
@@ -148,7 +155,14 @@ def main(
         raise click.ClickException(f"--save-index: {err} (--len={num_frames})") from err
     device = _resolve_device(device)
     _check_outdir(outdir)
-    torch_dtype = dict(fp32=torch.float32)[dtype]
+    if dtype == "bf16":
+        # Convolutions in bfloat16, activations and everything else float32 (torch_utils/ops/fast_cpu.py).
+        try:
+            fast_cpu.require_bf16(device)
+        except ValueError as err:
+            raise click.ClickException(f"--dtype bf16: {err}") from err
+        fast_cpu.set_conv_dtype(torch.bfloat16)
+    torch_dtype = torch.float32
     if segment_length is None:
         segment_length = 16 if device.type == "cuda" else 1
 

@@ -192,7 +192,7 @@ def test_wrong_phase_and_not_a_pickle(tmp_path, pickles):
 def test_bad_device_and_dtype(tmp_path, pickles):
     result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--device=tpu9")
     assert result.exit_code != 0 and "--device" in result.output
-    result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--dtype=bf16")
+    result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--dtype=fp16")
     assert result.exit_code != 0 and "--dtype" in result.output
     if not torch.cuda.is_available():
         result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--device=cuda")

@@ -263,6 +263,20 @@ def bf16_support() -> tuple:
     )
 
 
+def require_bf16(device: torch.device) -> None:
+    """Raise ValueError (saying why) unless bfloat16 convolutions can speed up inference on `device`.
+
+    Example, in a script: `fast_cpu.require_bf16(device); fast_cpu.set_conv_dtype(torch.bfloat16)`.
+    """
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"bfloat16 convolutions are a CPU inference mode, got device {str(device)!r}")
+    if not _enabled:
+        raise ValueError("bfloat16 convolutions need the fast CPU paths, which LVG_FAST_CPU=0 switched off")
+    ok, reason = bf16_support()
+    if not ok:
+        raise ValueError(reason)
+
+
 def _cached(weight: torch.Tensor, tag: str, make):
     """Inference-time cache of tensors derived from a weight, refreshed when the weight changes in place.
 
