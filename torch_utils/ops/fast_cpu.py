@@ -26,6 +26,7 @@ Example, timing both paths of a network in one process:
 """
 
 import contextlib
+import numbers
 import os
 import weakref
 
@@ -121,10 +122,37 @@ def _axis_taps(f: torch.Tensor, gain: float, flip_filter: bool) -> torch.Tensor:
     return f if flip_filter else f.flip(0)
 
 
-def upfirdn2d(x, f, upx, upy, downx, downy, padding, flip_filter=False, gain=1):
-    """Fast `upfirdn2d` for separable filters (1-D, `[K, 1]`, `[1, K]` or None); None when not applicable."""
-    if not applies(x) or not _init():
+def _pair(value):
+    """`(x, y)` from an int or a pair of ints >= 1; None for anything else (the reference path then raises)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = [value, value]
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
         return None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value):
+        return None
+    return int(value[0]), int(value[1])
+
+
+def _padding4(value):
+    """`(x0, x1, y0, y1)` from an int, `[x, y]` or a 4-list of ints; None for anything else."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = [value, value]
+    if not isinstance(value, (list, tuple)) or len(value) not in (2, 4):
+        return None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        return None
+    if len(value) == 2:
+        value = [value[0], value[0], value[1], value[1]]
+    return tuple(int(v) for v in value)
+
+
+def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
+    """Fast `upfirdn2d.upfirdn2d` (same arguments) for separable filters: 1-D, `[K, 1]`, `[1, K]` or None, with up or
+    down (not both) per axis. Returns None when it does not apply, and the caller then runs the reference path."""
+    ups, downs, padding = _pair(up), _pair(down), _padding4(padding)
+    if ups is None or downs is None or padding is None or not applies(x, f) or not _init():
+        return None
+    (upx, upy), (downx, downy) = ups, downs
     if (upx > 1 and downx > 1) or (upy > 1 and downy > 1):
         return None
     px0, px1, py0, py1 = padding
@@ -133,7 +161,7 @@ def upfirdn2d(x, f, upx, upy, downx, downy, padding, flip_filter=False, gain=1):
         gy = torch.ones([1])
     elif f.ndim == 1:
         gx = gy = _axis_taps(f, gain, flip_filter)
-    elif f.shape[1] == 1 or f.shape[0] == 1:
+    elif f.ndim == 2 and (f.shape[1] == 1 or f.shape[0] == 1):
         # A single column (or row): one axis filters, the other passes through. The 2-D gain is `gain` in total.
         g = (f.to(torch.float32) * gain).reshape(-1)
         g = g if flip_filter else g.flip(0)
@@ -152,16 +180,24 @@ def upfirdn2d(x, f, upx, upy, downx, downy, padding, flip_filter=False, gain=1):
     return y.to(dtype)
 
 
-def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter=False, scale=None):
-    """Fast `filtered_lrelu` for 1-D (separable) or absent filters; None when not applicable.
+def filtered_lrelu(
+    x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False,
+    scale=None,
+):  # fmt: skip
+    """Fast `filtered_lrelu.filtered_lrelu` (same arguments) for 1-D (separable) or absent filters. Returns None when
+    it does not apply, and the caller then runs the reference path.
 
     `scale` (optional, `[N, C]`) multiplies each input plane before the bias: it lets a caller fold a per-sample
     output scale of the preceding convolution (demodulation) into this pass.
     """
-    if not applies(x) or not _init():
+    padding = _padding4(padding)
+    if padding is None or not isinstance(up, numbers.Integral) or not isinstance(down, numbers.Integral):
+        return None
+    if up < 1 or down < 1 or not applies(x, fu, fd, b) or not _init():
         return None
     if (fu is not None and fu.ndim != 1) or (fd is not None and fd.ndim != 1):
         return None
+    up, down = int(up), int(down)
     px0, px1, py0, py1 = padding
     gu = _axis_taps(fu, up**2, flip_filter) if fu is not None else torch.full([1], float(up))
     gd = _axis_taps(fd, 1, flip_filter) if fd is not None else torch.ones([1])
@@ -181,9 +217,10 @@ def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_fil
     return y.to(dtype)
 
 
-def bias_act(x, b, dim, act, alpha, gain, clamp):
-    """Fast `bias_act` for the "linear" and "lrelu" activations; None when not applicable."""
-    if act not in ("linear", "lrelu") or not applies(x, b) or x.ndim == 0 or not _init():
+def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
+    """Fast `bias_act.bias_act` (same arguments) for the "linear" and "lrelu" activations. Returns None when it does
+    not apply, and the caller then runs the reference path."""
+    if act not in ("linear", "lrelu") or x.ndim == 0 or not applies(x, b) or not _init():
         return None
     if b is not None and b.dtype != torch.float32 and b.dtype != x.dtype:
         return None
@@ -192,7 +229,7 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
     gain = float(gain if gain is not None else (np.sqrt(2) if is_lrelu else 1))
     b = b if b is not None else torch.empty([0])
     with torch.profiler.record_function("fast_cpu::bias_act"):
-        return _plugin.bias_act(x, b, dim, is_lrelu, alpha, gain, -1.0 if clamp is None else float(clamp))
+        return _plugin.bias_act(x, b, int(dim) % x.ndim, is_lrelu, alpha, gain, -1.0 if clamp is None else float(clamp))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
