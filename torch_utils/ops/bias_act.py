@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 import dnnlib
 
+from . import fast_cpu
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Activations. `alpha` is the negative slope of lrelu and is ignored by the others. `cuda_idx` is the activation's
 # number in the compiled kernel; `ref` says which tensor the kernel's backward pass reads to get the derivative
@@ -163,6 +165,11 @@ def bias_act(
     dim = _check_args(x, b, dim, act, clamp, impl)
     if impl == "cuda" and x.device.type == "cuda" and _init():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
+    if impl == "cuda" and x.device.type == "cpu":
+        # CPU inference: one fused pass for linear / lrelu (torch_utils/ops/fast_cpu.py); None = not handled.
+        y = fast_cpu.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+        if y is not None:
+            return y
     return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 

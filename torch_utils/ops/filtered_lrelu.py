@@ -25,7 +25,7 @@ import os
 import numpy as np
 import torch
 
-from . import bias_act, upfirdn2d
+from . import bias_act, fast_cpu, upfirdn2d
 
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -132,6 +132,11 @@ def filtered_lrelu(
         return _filtered_lrelu_cuda(
             up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter
         ).apply(x, fu, fd, b)
+    if impl == "cuda" and x.device.type == "cpu":
+        # CPU inference: fused polyphase kernel (torch_utils/ops/fast_cpu.py); None = not handled.
+        y = fast_cpu.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        if y is not None:
+            return y
     return _filtered_lrelu_ref(
         x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
         flip_filter=flip_filter,

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import fast_cpu
+
 # ---------------------------------------------------------------------------------------------------------------------
 
 _plugin = None  # Compiled kernel module, once loaded.
@@ -215,6 +217,11 @@ def upfirdn2d(
     _check_impl(impl)
     if impl == "cuda" and x.device.type == "cuda" and _init():
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
+    if impl == "cuda" and x.device.type == "cpu":
+        # CPU inference: polyphase kernel for separable filters (torch_utils/ops/fast_cpu.py); None = not handled.
+        y = fast_cpu.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+        if y is not None:
+            return y
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
