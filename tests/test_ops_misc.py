@@ -205,7 +205,8 @@ def test_init_looks_for_sources_once_and_falls_back(monkeypatch, module):
     monkeypatch.setattr(custom_ops, "try_get_plugin", lambda **kwargs: calls.append(kwargs))  # a failed build
     monkeypatch.setattr(module, "_plugin", None)
     monkeypatch.setattr(module, "_plugin_checked", False)
-    assert module._init() is False and calls == []  # no kernel sources in the tree: no build attempted
+    monkeypatch.setattr(module, "_plugin_sources", ["no_such_source.cu"])
+    assert module._init() is False and calls == []  # kernel sources missing: no build attempted
 
     monkeypatch.setattr(module, "_plugin_checked", False)
     monkeypatch.setattr(module.os.path, "isfile", lambda path: True)  # pretend the sources exist

@@ -85,6 +85,10 @@ _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
 _plugin_sources = ["bias_act.cpp", "bias_act.cu"]
 _plugin_headers = ["bias_act.h"]
+_plugin_build_kwargs = dict(
+    extra_cflags=["-DLVG_WITH_CUDA"],  # bias_act.cpp then calls the CUDA launcher of bias_act.cu.
+    extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
+)
 
 
 def _init() -> bool:
@@ -108,7 +112,7 @@ def _init() -> bool:
                 sources=_plugin_sources,
                 headers=_plugin_headers,
                 source_dir=source_dir,
-                extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
+                **_plugin_build_kwargs,
             )
     return _plugin is not None
 
@@ -163,7 +167,7 @@ def bias_act(
     Returns a tensor of the shape of `x`.
     """
     dim = _check_args(x, b, dim, act, clamp, impl)
-    if impl == "cuda" and x.device.type == "cuda" and _init():
+    if impl == "cuda" and x.device.type == "cuda" and _cuda_supported(x, b) and _init():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     if impl == "cuda" and x.device.type == "cpu":
         # CPU inference: one fused pass for linear / lrelu (torch_utils/ops/fast_cpu.py); None = not handled.
@@ -193,12 +197,105 @@ def _bias_act_ref(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=N
     return x
 
 
-def _bias_act_cuda(dim=1, act="linear", alpha=None, gain=None, clamp=None):
-    """Autograd function around the compiled kernel; written by the CUDA-kernel issue together with its sources.
+_cuda_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_cuda_modes = dict(forward=0, grad=1, grad2=2)  # The kernel's Mode numbers (bias_act.h).
+_bias_act_cuda_cache = dict()  # (dim, act, alpha, gain, clamp) -> autograd Function class
+_clamp_grad_at_limit_cache = None
 
-    `_init()` returns True only once those sources exist, so this is never reached before then.
+
+def _clamp_grad_at_limit() -> bool:
+    """Whether torch.clamp's gradient passes for a value exactly at a limit: it does up to torch 2.13 and does not
+    from torch 2.14. The kernels follow the running torch, so that they equal the reference path on such ties too
+    (common in fp16, where `v * slope * gain` often rounds to exactly the clamp).
     """
-    raise NotImplementedError("bias_act: the CUDA kernel wrapper is not implemented yet; use impl='ref'")
+    global _clamp_grad_at_limit_cache
+    if _clamp_grad_at_limit_cache is None:
+        x = torch.ones([1], dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(x.clamp(-1, 1).sum(), x)
+        _clamp_grad_at_limit_cache = bool(grad.item() != 0)
+    return _clamp_grad_at_limit_cache
+
+
+def _cuda_supported(x, b) -> bool:
+    """True when the kernel computes exactly what the reference path would; otherwise the reference path runs.
+
+    The kernel handles the floating dtypes with `b` of the same dtype and device. A `b` of another dtype is left to
+    the reference path, whose `x + b` follows torch's type promotion.
+    """
+    if x.dtype not in _cuda_dtypes:
+        return False
+    return b is None or (b.dtype == x.dtype and b.device == x.device)
+
+
+def _bias_act_cuda(dim=1, act="linear", alpha=None, gain=None, clamp=None):
+    """Return the autograd Function (cached per configuration) that runs bias_act with the compiled kernel.
+
+    Derivatives: the first derivative is the kernel's `grad` mode (`dy * act'(v) * gain`, 0 where clamped), which is
+    itself differentiable: with respect to `dy` by the same kernel, with respect to `x` and `b` by the `grad2` mode
+    (`ddx * dy * act''(v) * gain`; skipped for piecewise-linear activations, whose second derivative is zero). Third
+    and higher derivatives with respect to `x` are not implemented by the kernel and raise; use impl='ref'.
+    The kernel recomputes `v = x + b` from the saved input in the backward pass rather than saving the output.
+    """
+    spec = activation_funcs[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    clamp = float(clamp if clamp is not None else -1)
+    key = (dim, act, alpha, gain, clamp)
+    if key in _bias_act_cuda_cache:
+        return _bias_act_cuda_cache[key]
+
+    at_limit = _clamp_grad_at_limit()
+
+    def run(mode, x, b, m1=None, m2=None):
+        return _plugin.bias_act(x, b, m1, m2, dim, spec.cuda_idx, _cuda_modes[mode], alpha, gain, clamp, at_limit)
+
+    def bias_grad(dx, b):
+        return dx.sum([i for i in range(dx.ndim) if i != dim]) if dx.ndim > 1 else dx
+
+    class BiasActCuda(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, b):
+            ctx.save_for_backward(x, b)
+            return run("forward", x, b)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, b = ctx.saved_tensors
+            dx = BiasActGradCuda.apply(dy, x, b)
+            db = bias_grad(dx, b) if ctx.needs_input_grad[1] else None
+            return (dx if ctx.needs_input_grad[0] else None), db
+
+    class BiasActGradCuda(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, dy, x, b):
+            ctx.save_for_backward(dy, x, b)
+            return run("grad", x, b, dy)
+
+        @staticmethod
+        def backward(ctx, d_dx):
+            dy, x, b = ctx.saved_tensors
+            d_dy = BiasActGradCuda.apply(d_dx, x, b) if ctx.needs_input_grad[0] else None
+            d_x = d_b = None
+            if spec.has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+                d_v = BiasActGrad2Cuda.apply(d_dx, dy, x, b)
+                d_x = d_v if ctx.needs_input_grad[1] else None
+                d_b = bias_grad(d_v, b) if ctx.needs_input_grad[2] else None
+            return d_dy, d_x, d_b
+
+    class BiasActGrad2Cuda(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, d_dx, dy, x, b):
+            return run("grad2", x, b, d_dx, dy)
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise NotImplementedError(
+                f"bias_act: derivatives of third order of act={act!r} are not implemented by the CUDA kernel; "
+                "use impl='ref'"
+            )
+
+    _bias_act_cuda_cache[key] = BiasActCuda
+    return BiasActCuda
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -32,7 +32,11 @@ from . import bias_act, fast_cpu, upfirdn2d
 _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
 _plugin_sources = ["filtered_lrelu.cpp", "filtered_lrelu.cu"]
-_plugin_headers = ["filtered_lrelu.h"]
+_plugin_headers = ["upfirdn2d.h"]  # The FIR pass kernel, shared with the upfirdn2d plugin.
+_plugin_build_kwargs = dict(
+    extra_cflags=["-DLVG_WITH_CUDA"],  # filtered_lrelu.cpp then calls the CUDA launcher of filtered_lrelu.cu.
+    extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
+)
 
 
 def _init() -> bool:
@@ -56,7 +60,7 @@ def _init() -> bool:
                 sources=_plugin_sources,
                 headers=_plugin_headers,
                 source_dir=source_dir,
-                extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
+                **_plugin_build_kwargs,
             )
     return _plugin is not None
 
@@ -128,7 +132,7 @@ def filtered_lrelu(
     Returns `[N, C, out_h, out_w]` with the sizes of the module docstring.
     """
     _check_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, impl)
-    if impl == "cuda" and x.device.type == "cuda" and _init():
+    if impl == "cuda" and x.device.type == "cuda" and _cuda_supported(x, fu, fd, b, up, down, padding) and _init():
         return _filtered_lrelu_cuda(
             up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter
         ).apply(x, fu, fd, b)
@@ -173,12 +177,157 @@ def _filtered_lrelu_ref(
     return x
 
 
-def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False):
-    """Autograd function around the compiled kernel; written by the CUDA-kernel issue together with its sources.
+_pass_modes = dict(plain=0, lrelu=1, mask=2)  # The kernel's Mode numbers (upfirdn2d.h).
+_filtered_lrelu_cuda_cache = dict()  # (up, down, padding, gain, slope, clamp, flip_filter) -> autograd Function class
 
-    `_init()` returns True only once those sources exist, so this is never reached before then.
+
+def _cuda_supported(x, fu, fd, b, up, down, padding) -> bool:
+    """True when the kernel computes what the reference path would; otherwise the reference path runs (and raises
+    for bad sizes). Filters that need a gradient, a bias of another dtype than x, unusual dtypes and oversized
+    tensors stay on the reference path.
     """
-    raise NotImplementedError("filtered_lrelu: the CUDA kernel wrapper is not implemented yet; use impl='ref'")
+    if x.dtype not in upfirdn2d._cuda_dtypes or any(size >= upfirdn2d._cuda_max_size for size in x.shape):
+        return False
+    if not (upfirdn2d._cuda_filter_supported(x, fu) and upfirdn2d._cuda_filter_supported(x, fd)):
+        return False
+    if b is not None and (b.dtype != x.dtype or b.device != x.device):
+        return False
+    px0, px1, py0, py1 = upfirdn2d._parse_padding(padding)
+    fu_w, fu_h = upfirdn2d._get_filter_size(fu)
+    fd_w, fd_h = upfirdn2d._get_filter_size(fd)
+    mid_w = x.shape[3] * up + px0 + px1 - fu_w + 1
+    mid_h = x.shape[2] * up + py0 + py1 - fu_h + 1
+    return fd_w <= mid_w < upfirdn2d._cuda_max_size and fd_h <= mid_h < upfirdn2d._cuda_max_size
+
+
+def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False):
+    """Return the autograd Function (cached per configuration) that runs filtered_lrelu with the compiled kernel.
+
+    Forward: one kernel pass (two for a 1-D filter) of the up-sampling filter that adds the bias to its input and
+    applies leaky ReLU, gain and clamp to its output, storing a code per intermediate sample (positive, negative or
+    clamped: one uint8 each, at the up-sampled resolution); then the down-sampling filter's pass(es).
+    Backward: the adjoint passes in reverse order (upfirdn2d with up and down swapped and the filters reversed); the
+    adjoint of the down-sampling stage multiplies its output by the derivative the codes record. Given the codes, the backward pass is linear in the
+    output gradient and the op is piecewise linear in x (zero second derivative, as in the reference path), so its
+    derivative is the forward structure with the codes' factors in place of the activation: gradients of any order
+    use the kernel. The filters get no gradient (filters that need one take the reference path).
+    """
+    px0, px1, py0, py1 = upfirdn2d._parse_padding(padding)
+    up, down = int(up), int(down)
+    gain, slope = float(gain), float(slope)
+    clamp = float(clamp) if clamp is not None else -1.0
+    key = (up, down, px0, px1, py0, py1, gain, slope, clamp, bool(flip_filter))
+    if key in _filtered_lrelu_cuda_cache:
+        return _filtered_lrelu_cuda_cache[key]
+
+    at_limit = bias_act._clamp_grad_at_limit()
+
+    def make_pass_fn(b=None, codes=None, mode="plain"):
+        """A pass function for upfirdn2d._kernel_passes: the bias goes on the first pass, the stage on the last."""
+
+        def pass_fn(x, f, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, first, last):
+            return _plugin.filtered_pass(
+                x, f, b if first else None, codes if last else None, _pass_modes[mode] if last else 0,
+                upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, slope, gain, clamp, at_limit,
+            )  # fmt: skip
+
+        return pass_fn
+
+    def sizes(H, W, fu, fd):
+        """(mid_h, mid_w, out_h, out_w): the up-sampled intermediate and the output."""
+        fu_w, fu_h = upfirdn2d._get_filter_size(fu)
+        fd_w, fd_h = upfirdn2d._get_filter_size(fd)
+        mid_w = W * up + px0 + px1 - fu_w + 1
+        mid_h = H * up + py0 + py1 - fu_h + 1
+        return mid_h, mid_w, (mid_h - fd_h) // down + 1, (mid_w - fd_w) // down + 1
+
+    def up_stage(x, fu, mid_h, mid_w, pass_fn):  # [N, C, H, W] -> [N, C, mid_h, mid_w]
+        return upfirdn2d._kernel_passes(
+            pass_fn, x, fu, (up, up), (1, 1), (px0, py0), (mid_w, mid_h), flip_filter, up**2
+        )  # fmt: skip
+
+    def down_stage(t, fd, out_h, out_w):  # [N, C, mid_h, mid_w] -> [N, C, out_h, out_w]
+        if fd is None and down == 1:
+            return t  # The identity.
+        return upfirdn2d._kernel_passes(
+            make_pass_fn(), t, fd, (1, 1), (down, down), (0, 0), (out_w, out_h), flip_filter, 1
+        )  # fmt: skip
+
+    def down_adjoint(dy, fd, codes, mid_h, mid_w):  # [N, C, out_h, out_w] -> [N, C, mid_h, mid_w], times the codes
+        fd_w, fd_h = upfirdn2d._get_filter_size(fd)
+        pass_fn = make_pass_fn(codes=codes, mode="mask")
+        return upfirdn2d._kernel_passes(
+            pass_fn, dy, fd, (down, down), (1, 1), (fd_w - 1, fd_h - 1), (mid_w, mid_h), not flip_filter, 1
+        )  # fmt: skip
+
+    def up_adjoint(dt, fu, H, W):  # [N, C, mid_h, mid_w] -> [N, C, H, W]
+        if fu is None and up == 1 and px0 == px1 == py0 == py1 == 0:
+            return dt  # The identity.
+        fu_w, fu_h = upfirdn2d._get_filter_size(fu)
+        return upfirdn2d._kernel_passes(
+            make_pass_fn(), dt, fu, (1, 1), (up, up), (fu_w - 1 - px0, fu_h - 1 - py0), (W, H), not flip_filter, up**2
+        )  # fmt: skip
+
+    class FilteredLReluCuda(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, fu, fd, b):
+            N, C, H, W = x.shape
+            mid_h, mid_w, out_h, out_w = sizes(H, W, fu, fd)
+            codes = torch.empty([N, C, mid_h, mid_w], dtype=torch.uint8, device=x.device)
+            t = up_stage(x, fu, mid_h, mid_w, make_pass_fn(b=b, codes=codes, mode="lrelu"))
+            y = down_stage(t, fd, out_h, out_w)
+            ctx.save_for_backward(fu, fd, codes)
+            ctx.x_shape = x.shape
+            assert y.shape == (N, C, out_h, out_w), (list(y.shape), out_h, out_w)
+            return y  # [N, C, out_h, out_w]
+
+        @staticmethod
+        def backward(ctx, dy):
+            fu, fd, codes = ctx.saved_tensors
+            _, _, H, W = ctx.x_shape
+            dx = FilteredLReluAdjoint.apply(dy, fu, fd, codes, H, W)  # [N, C, H, W]
+            db = dx.sum([0, 2, 3]) if ctx.needs_input_grad[3] else None
+            return (dx if ctx.needs_input_grad[0] else None), None, None, db
+
+    class FilteredLReluAdjoint(torch.autograd.Function):
+        """dy -> dx for the stored codes; a linear map of dy whose adjoint is FilteredLReluMasked."""
+
+        @staticmethod
+        def forward(ctx, dy, fu, fd, codes, H, W):
+            mid_h, mid_w = codes.shape[2:]
+            dt = down_adjoint(dy, fd, codes, mid_h, mid_w)
+            dx = up_adjoint(dt, fu, H, W)
+            ctx.save_for_backward(fu, fd, codes)
+            return dx
+
+        @staticmethod
+        def backward(ctx, ddx):
+            fu, fd, codes = ctx.saved_tensors
+            ddy = FilteredLReluMasked.apply(ddx, fu, fd, codes) if ctx.needs_input_grad[0] else None
+            return ddy, None, None, None, None, None
+
+    class FilteredLReluMasked(torch.autograd.Function):
+        """x -> the op's linearisation at the stored codes: the forward passes with the codes' factors as activation."""
+
+        @staticmethod
+        def forward(ctx, x, fu, fd, codes):
+            N, C, H, W = x.shape
+            mid_h, mid_w, out_h, out_w = sizes(H, W, fu, fd)
+            t = up_stage(x, fu, mid_h, mid_w, make_pass_fn(codes=codes, mode="mask"))
+            y = down_stage(t, fd, out_h, out_w)
+            ctx.save_for_backward(fu, fd, codes)
+            ctx.x_shape = x.shape
+            return y
+
+        @staticmethod
+        def backward(ctx, dy):
+            fu, fd, codes = ctx.saved_tensors
+            _, _, H, W = ctx.x_shape
+            dx = FilteredLReluAdjoint.apply(dy, fu, fd, codes, H, W) if ctx.needs_input_grad[0] else None
+            return dx, None, None, None
+
+    _filtered_lrelu_cuda_cache[key] = FilteredLReluCuda
+    return FilteredLReluCuda
 
 
 # ---------------------------------------------------------------------------------------------------------------------

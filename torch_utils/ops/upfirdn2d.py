@@ -36,6 +36,10 @@ _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
 _plugin_sources = ["upfirdn2d.cpp", "upfirdn2d.cu"]
 _plugin_headers = ["upfirdn2d.h"]
+_plugin_build_kwargs = dict(
+    extra_cflags=["-DLVG_WITH_CUDA"],  # upfirdn2d.cpp then calls the CUDA launcher of upfirdn2d.cu.
+    extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
+)
 
 
 def _init() -> bool:
@@ -59,7 +63,7 @@ def _init() -> bool:
                 sources=_plugin_sources,
                 headers=_plugin_headers,
                 source_dir=source_dir,
-                extra_cuda_cflags=["--use_fast_math", "--allow-unsupported-compiler"],
+                **_plugin_build_kwargs,
             )
     return _plugin is not None
 
@@ -215,7 +219,7 @@ def upfirdn2d(
     _check_image(x)
     _check_filter(f)
     _check_impl(impl)
-    if impl == "cuda" and x.device.type == "cuda" and _init():
+    if impl == "cuda" and x.device.type == "cuda" and _cuda_supported(x, f, up, down, padding) and _init():
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
     if impl == "cuda" and x.device.type == "cpu":
         # CPU inference: polyphase kernel for separable filters (torch_utils/ops/fast_cpu.py); None = not handled.
@@ -272,12 +276,127 @@ def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> 
     return x
 
 
-def _upfirdn2d_cuda(up=1, down=1, padding=0, flip_filter=False, gain=1):
-    """Autograd function around the compiled kernel; written by the CUDA-kernel issue together with its sources.
+_cuda_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_cuda_max_taps = 4096  # kMaxTaps in upfirdn2d.h: the kernel keeps the taps in shared memory.
+_cuda_max_size = 2**30  # The kernel uses 32-bit sizes and window coordinates.
+_upfirdn2d_cuda_cache = dict()  # (up, down, padding, flip_filter, gain) -> autograd Function class
 
-    `_init()` returns True only once those sources exist, so this is never reached before then.
+
+def _cuda_filter_supported(x, f) -> bool:
+    """True when the kernel can use filter `f` (None, or float32/float64 taps on x's device needing no gradient)."""
+    if f is None:
+        return True
+    return (
+        isinstance(f, torch.Tensor)
+        and not f.requires_grad
+        and f.device == x.device
+        and f.dtype in (torch.float32, torch.float64)
+        and f.ndim in (1, 2)
+        and 1 <= f.numel() <= _cuda_max_taps
+    )
+
+
+def _cuda_supported(x, f, up, down, padding) -> bool:
+    """True when the kernel computes what the reference path would; otherwise the reference path runs (and raises
+    for bad arguments). Filters that need a gradient, unusual dtypes and oversized tensors stay on the reference path.
     """
-    raise NotImplementedError("upfirdn2d: the CUDA kernel wrapper is not implemented yet; use impl='ref'")
+    if x.dtype not in _cuda_dtypes or any(size >= _cuda_max_size for size in x.shape):
+        return False
+    if not _cuda_filter_supported(x, f):
+        return False
+    upx, upy = _parse_scaling(up, "up")
+    downx, downy = _parse_scaling(down, "down")
+    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    padded_w = x.shape[3] * upx + px0 + px1
+    padded_h = x.shape[2] * upy + py0 + py1
+    return fw <= padded_w < _cuda_max_size and fh <= padded_h < _cuda_max_size
+
+
+def _kernel_passes(pass_fn, x, f, up, down, pad0, out_size, flip_filter, gain) -> torch.Tensor:
+    """Run one upfirdn2d as kernel passes: one pass for a 2-D filter (or none), width then height for a 1-D filter.
+
+    `pass_fn(x, f2d, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, first, last)` runs one pass;
+    `first`/`last` tell the caller's stages (bias, activation) where they belong. `up`, `down`, `pad0` (leading
+    padding) and `out_size` are `(x, y)` pairs. As in the reference path, a 1-D filter gets `sqrt(gain)` per axis.
+    """
+    upx, upy = up
+    downx, downy = down
+    px0, py0 = pad0
+    out_w, out_h = out_size
+    flip = not flip_filter  # The kernel correlates; a true convolution reads the taps reversed.
+    if f is not None:
+        f = f.contiguous()
+    if f is None or f.ndim == 2:
+        return pass_fn(x, f, upx, upy, downx, downy, px0, py0, out_w, out_h, flip, float(gain), True, True)
+    axis_gain = float(gain ** (f.ndim / 2))
+    x = pass_fn(x, f.reshape(1, -1), upx, 1, downx, 1, px0, 0, out_w, x.shape[2], flip, axis_gain, True, False)
+    return pass_fn(x, f.reshape(-1, 1), 1, upy, 1, downy, 0, py0, out_w, out_h, flip, axis_gain, False, True)
+
+
+def _adjoint_padding(in_size, out_size, up, down, taps, p0) -> tuple:
+    """Padding `(p0', p1')` along one axis for the gradient of upfirdn2d, which is upfirdn2d of the output gradient
+    with up and down swapped and the filter reversed (flip_filter negated).
+
+    Forward: `y[o] = sum_k w[k] X[o*down + k - p0]` with `X` the input up-sampled by `up`. Each input sample `i`
+    meets output `o` through tap `k = i*up + p0 - o*down`; writing the reversed taps as `w'[K-1-k]` gives
+    `dx[i] = sum_k' w'[k'] DY[i*up + k' - (K-1-p0)]` with `DY` the output gradient up-sampled by `down`: upfirdn
+    with leading padding `K-1-p0`. The end padding makes the output exactly `in_size` long.
+    """
+    q0 = taps - 1 - p0
+    q1 = (in_size - 1) * up + taps - out_size * down - q0
+    return q0, q1
+
+
+def _upfirdn2d_cuda(up=1, down=1, padding=0, flip_filter=False, gain=1):
+    """Return the autograd Function (cached per configuration) that runs upfirdn2d with the compiled kernel.
+
+    The gradient is the same op with up and down swapped, the filter reversed and the padding of
+    `_adjoint_padding`, so gradients of any order use the kernel. The filter gets no gradient (filters that need one
+    take the reference path).
+    """
+    upx, upy = _parse_scaling(up, "up")
+    downx, downy = _parse_scaling(down, "down")
+    px0, px1, py0, py1 = _parse_padding(padding)
+    key = (upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain))
+    if key in _upfirdn2d_cuda_cache:
+        return _upfirdn2d_cuda_cache[key]
+
+    def pass_fn(x, f, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, first, last):
+        return _plugin.upfirdn2d_pass(x, f, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain)
+
+    class Upfirdn2dCuda(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, f):
+            fw, fh = _get_filter_size(f)
+            N, C, H, W = x.shape
+            out_w = (W * upx + px0 + px1 - fw) // downx + 1
+            out_h = (H * upy + py0 + py1 - fh) // downy + 1
+            y = _kernel_passes(pass_fn, x, f, (upx, upy), (downx, downy), (px0, py0), (out_w, out_h), flip_filter, gain)
+            ctx.save_for_backward(f)
+            ctx.x_shape = x.shape
+            assert y.shape == (N, C, out_h, out_w), (list(y.shape), out_h, out_w)
+            return y  # [N, C, out_h, out_w]
+
+        @staticmethod
+        def backward(ctx, dy):
+            (f,) = ctx.saved_tensors
+            if not ctx.needs_input_grad[0]:
+                return None, None
+            fw, fh = _get_filter_size(f)
+            _, _, H, W = ctx.x_shape
+            _, _, out_h, out_w = dy.shape
+            qx0, qx1 = _adjoint_padding(W, out_w, upx, downx, fw, px0)
+            qy0, qy1 = _adjoint_padding(H, out_h, upy, downy, fh, py0)
+            adjoint = _upfirdn2d_cuda(
+                up=[downx, downy], down=[upx, upy], padding=[qx0, qx1, qy0, qy1], flip_filter=not flip_filter, gain=gain
+            )
+            dx = adjoint.apply(dy, f)
+            assert dx.shape == ctx.x_shape, (list(dx.shape), list(ctx.x_shape))
+            return dx, None
+
+    _upfirdn2d_cuda_cache[key] = Upfirdn2dCuda
+    return Upfirdn2dCuda
 
 
 # ---------------------------------------------------------------------------------------------------------------------
