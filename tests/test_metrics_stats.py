@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from metrics.frechet_inception_distance import frechet_distance
+from metrics.frechet_inception_distance import frechet_distance, frechet_distance_from_features
 from metrics.inception_score import inception_score
 from metrics.kernel_inception_distance import kernel_distance
 from metrics.metric_utils import FeatureStats, rank_positions
@@ -41,9 +41,35 @@ def test_frechet_distance_zero_for_identical_gaussians_and_symmetric():
     assert frechet_distance(mu, sigma, mu2, sigma2) == pytest.approx(frechet_distance(mu2, sigma2, mu, sigma))
 
 
-def test_frechet_distance_rejects_mismatched_shapes():
+def test_frechet_distance_eigh_method_equals_sqrtm():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(200, 30)), rng.normal(size=(150, 30)) * 1.5 + 0.3
+    args = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    assert frechet_distance(*args, method="eigh") == pytest.approx(frechet_distance(*args), rel=1e-9)
+    d = 5
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    va, vb = rng.uniform(0.1, 3.0, size=d), rng.uniform(0.1, 3.0, size=d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(va) - np.sqrt(vb)) ** 2)
+    assert frechet_distance(mu1, np.diag(va), mu2, np.diag(vb), method="eigh") == pytest.approx(expected)
+
+
+def test_frechet_distance_from_features_equals_covariance_form():
+    rng = np.random.default_rng(8)
+    for n1, n2, d in [(7, 5, 20), (60, 40, 6)]:  # Fewer rows than dimensions (singular covariances), and more.
+        x1, x2 = rng.normal(size=(n1, d)), rng.normal(size=(n2, d)) * 0.7 + 0.2
+        args = (x1.mean(0), np.cov(x1, rowvar=False, bias=True), x2.mean(0), np.cov(x2, rowvar=False, bias=True))
+        expected = frechet_distance(*args, method="eigh")
+        assert frechet_distance_from_features(x1, x2) == pytest.approx(expected, rel=1e-8, abs=1e-9)
+        if n1 > d:
+            assert frechet_distance_from_features(x1, x2) == pytest.approx(frechet_distance(*args), rel=1e-8)
+    assert abs(frechet_distance_from_features(x1, x1)) < 1e-9
+
+
+def test_frechet_distance_rejects_mismatched_shapes_and_methods():
     with pytest.raises(ValueError, match="shapes"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError, match="method must be"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(3), method="svd")
 
 
 # ----------------------------------------------------------------------------
