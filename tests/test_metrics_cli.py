@@ -1,6 +1,7 @@
 """calc_metrics.py end to end on a tiny dataset and tiny generators (lres alone and lres + sres)."""
 
 import json
+import os
 import pickle
 
 import pytest
@@ -52,6 +53,9 @@ def setup(tmp_path_factory):
 
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
+    # Keep the shared build cache of the C++ ops (it defaults to the dnnlib cache, which this test redirects).
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR")
+                       or dnnlib.make_cache_dir_path("torch_extensions"))
     dnnlib.util.set_cache_dir(str(tmp_path / "cache"))
     monkeypatch.setenv(detectors.DETECTOR_OFFLINE_ENV, "1")
     monkeypatch.delenv(detectors.DETECTOR_DIR_ENV, raising=False)
