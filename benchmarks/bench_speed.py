@@ -151,19 +151,24 @@ def report(name: str, frames: int, work: float, seconds: float, peak: float, ref
 # Generators.
 
 
-def bench_sres(frames: int, repeats: int, run_ref: bool, bf16: bool) -> dict:
+def bench_sres(frames: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool = False) -> dict:
     torch.manual_seed(0)
-    G = generator_sres.VideoGenerator().eval().requires_grad_(False)
+    G = generator_sres.VideoGenerator(**(generator_sres.TINY_KWARGS if tiny else {})).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(1)
     context = 2 * G.temporal_context
     lr = torch.randn([1, 3, frames + context, G.lr_height, G.lr_width], generator=g).clamp(-1, 1)
     z = torch.randn([1, G.latent_z_dim], generator=g)
     work, depthwise = count_work(G, lambda Gm: Gm.SG3(z.to("meta"), lr[:, :, : 1 + context].to("meta")))
     print(
-        f"\nSuper-res generator, {frames} frames of 144x256 per call: {work:.1f} GFLOP/frame of convolutions "
-        f"(the reference path adds {depthwise:.1f} GFLOP/frame of depthwise filtering)",
+        f"\nSuper-res generator, {frames} frames of {G.hr_width}x{G.hr_height} per call: {work:.1f} GFLOP/frame of "
+        f"convolutions (the reference path adds {depthwise:.1f} GFLOP/frame of depthwise filtering)",
         flush=True,
     )
+    # Warm-up of the fast paths (kernel build, weight caches, convolution primitives) on one frame.
+    G.SG3(z, lr[:, :, : 1 + context])
+    if bf16:
+        with fast_cpu.conv_dtype(torch.bfloat16):
+            G.SG3(z, lr[:, :, : 1 + context])
     rows = []
     for rep in range(repeats):
         print(f" repeat {rep + 1}/{repeats}", flush=True)
@@ -173,8 +178,10 @@ def bench_sres(frames: int, repeats: int, run_ref: bool, bf16: bool) -> dict:
         if run_ref:
             with fast_cpu.disabled():
                 t_ref, y_ref = timed(lambda: G.SG3(z, lr))
-            report("reference fp32", frames, work, t_ref, peak)
+            ref_row = report("reference fp32", frames, work, t_ref, peak)
         row = report("fast fp32", frames, work, t_fast, peak, t_ref)
+        if run_ref:
+            row["ref"] = ref_row
         if run_ref:
             row["max_abs_diff"] = (y_fast - y_ref).abs().max().item()
             print(f"  fast vs reference: max abs diff {row['max_abs_diff']:.2e}", flush=True)
@@ -191,25 +198,31 @@ def bench_sres(frames: int, repeats: int, run_ref: bool, bf16: bool) -> dict:
             )
             row["bf16"] = row16
         rows.append(row)
-    return dict(work_gflop_per_frame=work, depthwise_gflop_per_frame=depthwise, repeats=rows)
+    size = f"{G.hr_width}x{G.hr_height}"
+    return dict(size=size, work_gflop_per_frame=work, depthwise_gflop_per_frame=depthwise, repeats=rows)
 
 
-def bench_lres(length: int, repeats: int, run_ref: bool, bf16: bool) -> dict:
+def bench_lres(length: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool = False) -> dict:
     torch.manual_seed(0)
-    G = generator_lres.VideoGenerator().eval().requires_grad_(False)
+    G = generator_lres.VideoGenerator(**(generator_lres.TINY_KWARGS if tiny else {})).eval().requires_grad_(False)
     in_length, _ = G.compute_seq_lengths(length)
     emb_meta = torch.zeros([1, G.temporal_emb_dim, in_length * G.total_temporal_scale], device="meta")
     work, depthwise = count_work(G, lambda Gm: Gm(1, length, emb=emb_meta))
     work /= length
     print(
-        f"\nLow-res generator, {length} frames of 36x64 per call: {work:.2f} GFLOP/frame of convolutions "
-        f"(plus the temporal-noise filter bank, {depthwise / length:.3f} GFLOP/frame of depthwise filtering)",
+        f"\nLow-res generator, {length} frames of {G.out_width}x{G.out_height} per call: {work:.2f} GFLOP/frame of "
+        f"convolutions (plus {depthwise / length:.3f} GFLOP/frame of depthwise filtering in the noise filter bank)",
         flush=True,
     )
 
-    def run():
-        return G(1, length, generator_emb=torch.Generator().manual_seed(2))
+    def run(seq_length=length):
+        return G(1, seq_length, generator_emb=torch.Generator().manual_seed(2))
 
+    # Warm-up of the fast paths on a short video.
+    run(32)
+    if bf16:
+        with fast_cpu.conv_dtype(torch.bfloat16):
+            run(32)
     rows = []
     for rep in range(repeats):
         print(f" repeat {rep + 1}/{repeats}", flush=True)
@@ -219,8 +232,10 @@ def bench_lres(length: int, repeats: int, run_ref: bool, bf16: bool) -> dict:
         if run_ref:
             with fast_cpu.disabled():
                 t_ref, y_ref = timed(run)
-            report("reference fp32", length, work, t_ref, peak)
+            ref_row = report("reference fp32", length, work, t_ref, peak)
         row = report("fast fp32", length, work, t_fast, peak, t_ref)
+        if run_ref:
+            row["ref"] = ref_row
         if run_ref:
             row["max_abs_diff"] = (y_fast - y_ref).abs().max().item()
             print(f"  fast vs reference: max abs diff {row['max_abs_diff']:.2e}", flush=True)
@@ -241,13 +256,42 @@ def bench_lres(length: int, repeats: int, run_ref: bool, bf16: bool) -> dict:
     return dict(length=length, work_gflop_per_frame=work, repeats=rows)
 
 
+def _summary_line(label: str, entry: dict) -> str:
+    """Best repeat of each figure: the fast path's time over its floor, the reference's, and the speed-up."""
+    rows = entry["repeats"]
+    fast = min(rows, key=lambda r: r["x_floor"])
+    line = f"  {label:<22} fast {fast['fps']:8.4f} frames/s = {fast['x_floor']:4.2f} x floor"
+    refs = [r for r in rows if "ref" in r]
+    if refs:
+        line += f"; {max(r['speedup'] for r in refs):5.2f} x the reference"
+        line += f" (reference at best {min(r['ref']['x_floor'] for r in refs):4.2f} x floor)"
+    bf = [r["bf16"] for r in rows if "bf16" in r]
+    if bf:
+        best = min(bf, key=lambda r: r["x_floor"])
+        line += f"\n  {'':<22} bf16 {best['fps']:8.4f} frames/s = {best['x_floor']:4.2f} x bf16 floor, PSNR vs fp32 "
+        line += f"{min(r['psnr_uint8'] for r in bf):.1f} dB (uint8 frames)"
+    return line
+
+
+def print_summary(results: dict) -> None:
+    print("\nSummary (best repeat; each floor uses the peak measured just before that repeat):")
+    if "sres" in results:
+        print(_summary_line(f"super-res {results['sres']['size']}", results["sres"]))
+    for entry in results.get("lres", []):
+        print(_summary_line(f"low-res, {entry['length']} frames", entry))
+    for key in ("sres_segment_rss", "sres_segment_rss_bf16"):
+        if key in results:
+            r = results[key]
+            print(f"  super-res {r['segment']}-frame segment ({r['dtype']}): peak RSS {r['peak_rss_gib']:.2f} GiB")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Peak RSS of one super-res segment, in a fresh process.
 
 
-def _rss_child(segment: int, dtype: str) -> None:
+def _rss_child(segment: int, dtype: str, tiny: bool) -> None:
     torch.manual_seed(0)
-    G = generator_sres.VideoGenerator().eval().requires_grad_(False)
+    G = generator_sres.VideoGenerator(**(generator_sres.TINY_KWARGS if tiny else {})).eval().requires_grad_(False)
     lr = torch.randn([1, 3, segment + 2 * G.temporal_context, G.lr_height, G.lr_width]).clamp(-1, 1)
     conv_dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[dtype]
     with torch.no_grad(), fast_cpu.conv_dtype(conv_dtype):
@@ -259,8 +303,9 @@ def _rss_child(segment: int, dtype: str) -> None:
     print(json.dumps(dict(segment=segment, dtype=dtype, peak_rss_gib=rss, seconds=seconds)))
 
 
-def measure_segment_rss(segment: int, dtype: str) -> dict:
+def measure_segment_rss(segment: int, dtype: str, tiny: bool = False) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", str(segment), "--rss-dtype", dtype]
+    cmd += ["--tiny"] if tiny else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise click.ClickException(f"segment RSS measurement failed:\n{proc.stderr[-2000:]}")
@@ -325,15 +370,16 @@ def _parse_lengths(value: str) -> list:
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads [default: torch's].")
 @click.option("--json", "json_path", type=str, default=None, help="Also write the figures to this JSON file.")
+@click.option("--tiny", is_flag=True, help="Tiny test networks instead of the release sizes (smoke tests only).")
 @click.option("--rss-child", type=int, default=None, hidden=True)
 @click.option("--rss-dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", hidden=True)
-def main(sres_frames, lres_lengths, repeats, no_ref_above, run_ref, bf16, rss_segment, threads, json_path, rss_child,
-         rss_dtype):  # fmt: skip
+def main(sres_frames, lres_lengths, repeats, no_ref_above, run_ref, bf16, rss_segment, threads, json_path, tiny,
+         rss_child, rss_dtype):  # fmt: skip
     """Time the reference and fast CPU paths of both generators against the measured matmul peak."""
     if threads is not None:
         torch.set_num_threads(threads)
     if rss_child is not None:
-        _rss_child(rss_child, rss_dtype)
+        _rss_child(rss_child, rss_dtype, tiny)
         return
     lengths = _parse_lengths(lres_lengths)
     bf16_ok, bf16_reason = fast_cpu.bf16_support()
@@ -358,15 +404,16 @@ def main(sres_frames, lres_lengths, repeats, no_ref_above, run_ref, bf16, rss_se
                    peak_fp32=peak32, peak_bf16=peak16)  # fmt: skip
     with torch.no_grad():
         if sres_frames > 0:
-            results["sres"] = bench_sres(sres_frames, repeats, run_ref, bf16)
+            results["sres"] = bench_sres(sres_frames, repeats, run_ref, bf16, tiny)
         results["lres"] = []
         for length in lengths:
             ref_here = run_ref and (no_ref_above is None or length <= no_ref_above)
-            results["lres"].append(bench_lres(length, repeats, ref_here, bf16))
+            results["lres"].append(bench_lres(length, repeats, ref_here, bf16, tiny))
     if rss_segment > 0:
-        results["sres_segment_rss"] = measure_segment_rss(rss_segment, "fp32")
+        results["sres_segment_rss"] = measure_segment_rss(rss_segment, "fp32", tiny)
         if bf16:
-            results["sres_segment_rss_bf16"] = measure_segment_rss(rss_segment, "bf16")
+            results["sres_segment_rss_bf16"] = measure_segment_rss(rss_segment, "bf16", tiny)
+    print_summary(results)
     print(f"\nLoad average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if json_path:
         with open(json_path + ".tmp", "w") as f:

@@ -1,6 +1,7 @@
 """Tests for the fast CPU inference paths (torch_utils/ops/fast_cpu.py, issue 12): every fast op and both generators
 equal their reference paths within 1e-4 (float32), the switches select the reference path, and bf16 stays close."""
 
+import json
 import math
 import os
 import subprocess
@@ -407,3 +408,19 @@ def test_calc_metrics_dtype_bf16_refuses_cuda(tmp_path, restore_conv_dtype):
     args = [f"--dataset={tmp_path}", f"--lres={tmp_path / 'missing.pkl'}", "--device=cuda", "--dtype=bf16"]
     result = CliRunner().invoke(calc_metrics.main, args)
     assert result.exit_code != 0 and "--dtype bf16" in result.output and "CPU" in result.output
+
+
+@pytest.mark.slow
+def test_bench_speed_smoke(tmp_path):
+    # The benchmark end to end on the tiny networks (the release sizes take many minutes): figures, equality, JSON.
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_speed.py"), "--tiny", "--sres-frames=1"]
+    cmd += ["--lres-lengths=20", "--repeats=1", "--rss-segment=1", "--no-bf16", f"--json={tmp_path / 'r.json'}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for text in ["CPU:", "avx512f=", "Matmul peak: fp32", "x floor", "x faster than ref", "peak RSS", "Summary"]:
+        assert text in out.stdout, text
+    with open(tmp_path / "r.json") as f:
+        results = json.load(f)
+    assert results["sres"]["repeats"][0]["max_abs_diff"] < 1e-4
+    assert results["lres"][0]["repeats"][0]["max_abs_diff"] < 1e-4
+    assert results["sres_segment_rss"]["peak_rss_gib"] > 0
