@@ -5,9 +5,9 @@ The work of a network is counted from the convolutions it runs (dense convolutio
 depthwise resampling filters are reported apart): about 315 GFLOP per super-resolved 144x256 frame and about
 5.2 GFLOP per low-res frame at 128 frames. The floor is that work divided by the machine's peak, measured here as the
 best rate of a large matrix product (fp32, and bf16 where the CPU has native bf16). Both paths run in this process on
-the release-size networks (random init: speed does not depend on the weights), back to back after a peak measurement,
-and the whole sequence repeats, so that load from other processes shows up as spread between repeats. The peak RSS of
-super-resolving a 16-frame segment is measured in a fresh process.
+the release-size networks (random init: speed does not depend on the weights), each timed run between two peak
+measurements whose mean sets its floor, and the whole sequence repeats, so that load from other processes shows up as
+spread between repeats. The peak RSS of super-resolving a 16-frame segment is measured in a fresh process.
 
 Examples:
     python benchmarks/bench_speed.py                                  # everything quoted in reports (long on 2 cores)
@@ -122,8 +122,18 @@ def psnr(test: torch.Tensor, ref: torch.Tensor) -> tuple:
     return psnr8, psnrf
 
 
-def report(name: str, frames: int, work: float, seconds: float, peak: float, ref_seconds: float = None) -> dict:
+def timed_with_peak(fn, dtype: torch.dtype = torch.float32) -> tuple:
+    """`(seconds, output, peak)`: run `fn` between two peak measurements; `peak` is their mean, the best estimate of
+    what the machine offered during the run when other processes come and go (both are kept in the figures)."""
+    before = matmul_peak(dtype)
+    seconds, out = timed(fn)
+    after = matmul_peak(dtype)
+    return seconds, out, dict(mean=(before + after) / 2, before=before, after=after)
+
+
+def report(name: str, frames: int, work: float, seconds: float, peaks: dict, ref_seconds: float = None) -> dict:
     """Print one line for a timed path; return its figures."""
+    peak = peaks["mean"]
     per_frame = seconds / frames
     floor = work / peak  # Seconds per frame at the measured peak.
     row = dict(
@@ -133,12 +143,15 @@ def report(name: str, frames: int, work: float, seconds: float, peak: float, ref
         fps=frames / seconds,
         gflops=work * frames / seconds,
         peak=peak,
+        peak_before=peaks["before"],
+        peak_after=peaks["after"],
         floor_s_per_frame=floor,
         x_floor=per_frame / floor,
     )
     line = (
         f"  {name:<20} {row['fps']:9.4f} frames/s {per_frame:8.3f} s/frame {row['gflops']:7.1f} GFLOP/s"
-        f"  {row['x_floor']:5.2f} x floor ({floor:.3f} s/frame at {peak:.0f} GFLOP/s)"
+        f"  {row['x_floor']:5.2f} x floor ({floor:.3f} s/frame at {peak:.0f} GFLOP/s, peak before/after "
+        f"{peaks['before']:.0f}/{peaks['after']:.0f})"
     )
     if ref_seconds is not None:
         row["speedup"] = ref_seconds / seconds
@@ -172,13 +185,12 @@ def bench_sres(frames: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool 
     rows = []
     for rep in range(repeats):
         print(f" repeat {rep + 1}/{repeats}", flush=True)
-        peak = matmul_peak(torch.float32)
-        t_fast, y_fast = timed(lambda: G.SG3(z, lr))
+        t_fast, y_fast, peak = timed_with_peak(lambda: G.SG3(z, lr))
         t_ref = None
         if run_ref:
             with fast_cpu.disabled():
-                t_ref, y_ref = timed(lambda: G.SG3(z, lr))
-            ref_row = report("reference fp32", frames, work, t_ref, peak)
+                t_ref, y_ref, peak_ref = timed_with_peak(lambda: G.SG3(z, lr))
+            ref_row = report("reference fp32", frames, work, t_ref, peak_ref)
         row = report("fast fp32", frames, work, t_fast, peak, t_ref)
         if run_ref:
             row["ref"] = ref_row
@@ -186,9 +198,8 @@ def bench_sres(frames: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool 
             row["max_abs_diff"] = (y_fast - y_ref).abs().max().item()
             print(f"  fast vs reference: max abs diff {row['max_abs_diff']:.2e}", flush=True)
         if bf16:
-            peak16 = matmul_peak(torch.bfloat16)
             with fast_cpu.conv_dtype(torch.bfloat16):
-                t16, y16 = timed(lambda: G.SG3(z, lr))
+                t16, y16, peak16 = timed_with_peak(lambda: G.SG3(z, lr), torch.bfloat16)
             row16 = report("fast bf16", frames, work, t16, peak16, t_ref)
             row16["psnr_uint8"], row16["psnr_float"] = psnr(y16, y_fast)
             print(
@@ -226,13 +237,12 @@ def bench_lres(length: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool 
     rows = []
     for rep in range(repeats):
         print(f" repeat {rep + 1}/{repeats}", flush=True)
-        peak = matmul_peak(torch.float32)
-        t_fast, y_fast = timed(run)
+        t_fast, y_fast, peak = timed_with_peak(run)
         t_ref = None
         if run_ref:
             with fast_cpu.disabled():
-                t_ref, y_ref = timed(run)
-            ref_row = report("reference fp32", length, work, t_ref, peak)
+                t_ref, y_ref, peak_ref = timed_with_peak(run)
+            ref_row = report("reference fp32", length, work, t_ref, peak_ref)
         row = report("fast fp32", length, work, t_fast, peak, t_ref)
         if run_ref:
             row["ref"] = ref_row
@@ -241,9 +251,8 @@ def bench_lres(length: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool 
             print(f"  fast vs reference: max abs diff {row['max_abs_diff']:.2e}", flush=True)
             del y_ref
         if bf16:
-            peak16 = matmul_peak(torch.bfloat16)
             with fast_cpu.conv_dtype(torch.bfloat16):
-                t16, y16 = timed(run)
+                t16, y16, peak16 = timed_with_peak(run, torch.bfloat16)
             row16 = report("fast bf16", length, work, t16, peak16, t_ref)
             row16["psnr_uint8"], row16["psnr_float"] = psnr(y16, y_fast)
             print(
@@ -274,7 +283,7 @@ def _summary_line(label: str, entry: dict) -> str:
 
 
 def print_summary(results: dict) -> None:
-    print("\nSummary (best repeat; each floor uses the peak measured just before that repeat):")
+    print("\nSummary (best repeat; each floor uses the mean of the peaks measured just before and after that run):")
     if "sres" in results:
         print(_summary_line(f"super-res {results['sres']['size']}", results["sres"]))
     for entry in results.get("lres", []):
@@ -299,8 +308,24 @@ def _rss_child(segment: int, dtype: str, tiny: bool) -> None:
         for video in G.sample_video_segments(lr, segment_length=segment, generator_z=torch.Generator().manual_seed(1)):
             assert video.shape[2] == segment
         seconds = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB.
-    print(json.dumps(dict(segment=segment, dtype=dtype, peak_rss_gib=rss, seconds=seconds)))
+    print(json.dumps(dict(segment=segment, dtype=dtype, peak_rss_gib=peak_rss_gib(), seconds=seconds)))
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process in GiB.
+
+    Reads VmHWM from /proc/self/status: ru_maxrss of a process started by fork and exec also counts the parent's peak
+    at the time of the fork (Linux carries it over at exec), which would make a fresh process look as big as its
+    parent.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB.
 
 
 def measure_segment_rss(segment: int, dtype: str, tiny: bool = False) -> dict:
