@@ -195,3 +195,28 @@ def _forget_plugin(module_name: str) -> None:
 
 
 # ----------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def try_get_plugin_if_present(
+    module_name: str,
+    sources: list[str],
+    headers: list[str] | None = None,
+    source_dir: str | None = None,
+    **build_kwargs,
+):
+    """Like `try_get_plugin`, but return None quietly when any source or header file is absent from `source_dir`.
+
+    Example (an op module's lazy loader):
+
+        plugin = custom_ops.try_get_plugin_if_present("bias_act_plugin", ["bias_act.cpp", "bias_act.cu"],
+                                                      ["bias_act.h"], source_dir=os.path.dirname(__file__))
+    """
+    names = list(sources) + list(headers or [])
+    if not all(os.path.isfile(os.path.join(source_dir or "", name)) for name in names):
+        return None
+    return try_get_plugin(
+        module_name=module_name, sources=sources, headers=headers, source_dir=source_dir, **build_kwargs
+    )

@@ -100,20 +100,17 @@ def _init() -> bool:
     global _plugin, _plugin_checked
     if not _plugin_checked:
         _plugin_checked = True
-        source_dir = os.path.dirname(os.path.abspath(__file__))
-        names = _plugin_sources + _plugin_headers
-        if all(os.path.isfile(os.path.join(source_dir, name)) for name in names):
-            # Imported here, not at module import, so that CPU-only use never touches the extension builder.
-            from torch_utils import custom_ops
+        # Imported here, not at module import, so that CPU-only use never touches the extension builder. Missing
+        # sources give None quietly; a failed build warns once and gives None, so the reference path is used.
+        from torch_utils import custom_ops
 
-            # On a failed build this warns once and returns None, so the reference path is used.
-            _plugin = custom_ops.try_get_plugin(
-                module_name="bias_act_plugin",
-                sources=_plugin_sources,
-                headers=_plugin_headers,
-                source_dir=source_dir,
-                **_plugin_build_kwargs,
-            )
+        _plugin = custom_ops.try_get_plugin_if_present(
+            module_name="bias_act_plugin",
+            sources=_plugin_sources,
+            headers=_plugin_headers,
+            source_dir=os.path.dirname(os.path.abspath(__file__)),
+            **_plugin_build_kwargs,
+        )
     return _plugin is not None
 
 
