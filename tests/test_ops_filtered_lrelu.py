@@ -187,3 +187,97 @@ def test_bad_input_errors_name_the_argument():
         FL.filtered_lrelu(x, clamp=-1)
     with pytest.raises(ValueError, match="impl"):
         FL.filtered_lrelu(x, impl="triton")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CPU training path: the kernel's autograd structure with polyphase passes (what runs when gradients are needed).
+
+
+def _saved_bytes(fn, *args) -> dict:
+    """Bytes that autograd keeps for backward while `fn(*args)` runs, per dtype."""
+    saved = {}
+
+    def pack(t):
+        saved[t.dtype] = saved.get(t.dtype, 0) + t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return saved
+
+
+@pytest.mark.parametrize("up,down,padding,fu_shape,fd_shape,flip_filter,gain,slope,clamp", CASES)
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+def test_cpu_training_path_equals_reference(
+    monkeypatch, chunked, up, down, padding, fu_shape, fd_shape, flip_filter, gain, slope, clamp
+):
+    if chunked:
+        monkeypatch.setattr(FL, "_cpu_chunk_samples", 1)  # One channel at a time.
+    x = _rand([2, 3, 5, 6], seed=21).requires_grad_(True)
+    b = _rand([3], seed=22, scale=0.5).requires_grad_(True)
+    fu = None if fu_shape is None else _rand(fu_shape, seed=23)
+    fd = None if fd_shape is None else _rand(fd_shape, seed=24)
+    kwargs = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter)
+    y = FL.filtered_lrelu(x, fu, fd, b, **kwargs)
+    assert type(y.grad_fn).__name__ == "FilteredLReluBackward"  # Not the reference path's graph.
+    y_ref = FL.filtered_lrelu(x, fu, fd, b, impl="ref", **kwargs)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+
+    # First and second order: the gradient and its derivative w.r.t. the output gradient (R1-style double backward).
+    dy = _rand(y.shape, seed=25).requires_grad_(True)
+    dx, db = torch.autograd.grad(y, (x, b), dy, create_graph=True)
+    dx_ref, db_ref = torch.autograd.grad(y_ref, (x, b), dy, create_graph=True)
+    torch.testing.assert_close((dx, db), (dx_ref, db_ref), rtol=1e-12, atol=1e-12)
+    h = _rand(dx.shape, seed=26)
+    (ddy,) = torch.autograd.grad((dx * h).sum() + db.sum(), dy)
+    (ddy_ref,) = torch.autograd.grad((dx_ref * h).sum() + db_ref.sum(), dy)
+    torch.testing.assert_close(ddy, ddy_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_training_path_float32_gradcheck_and_switches():
+    x = _rand([1, 2, 4, 5], seed=27).requires_grad_(True)
+    b = _rand([2], seed=28, scale=0.01).requires_grad_(True)
+    fu, fd = _rand([4], seed=29), _rand([3], seed=30)
+    kwargs = dict(up=2, down=2, padding=[3, 2, 3, 2], clamp=2.0)
+
+    def fn(x, b):
+        return FL.filtered_lrelu(x, fu, fd, b, **kwargs)
+
+    pre = torch.nn.functional.leaky_relu(x.detach(), 0.2)
+    assert pre.abs().min() > 1e-3  # Away from the kink (the up-sampled values too, checked by gradcheck passing).
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+    # float32 (what training uses) agrees with the reference up to rounding.
+    x32, b32 = x.detach().float().requires_grad_(True), b.detach().float().requires_grad_(True)
+    fu32, fd32 = fu.float(), fd.float()
+    y = FL.filtered_lrelu(x32, fu32, fd32, b32, **kwargs)
+    y_ref = FL.filtered_lrelu(x32, fu32, fd32, b32, impl="ref", **kwargs)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        torch.autograd.grad(y.sum(), (x32, b32)), torch.autograd.grad(y_ref.sum(), (x32, b32)), rtol=1e-5, atol=1e-5
+    )
+
+    # Filters that need a gradient, impl="ref" and LVG_FAST_CPU=0 keep the reference path.
+    from torch_utils.ops import fast_cpu
+
+    fu_grad = fu.clone().requires_grad_(True)
+    assert type(FL.filtered_lrelu(x, fu_grad, fd, b, **kwargs).grad_fn).__name__ != "FilteredLReluBackward"
+    assert type(FL.filtered_lrelu(x, fu, fd, b, impl="ref", **kwargs).grad_fn).__name__ != "FilteredLReluBackward"
+    with fast_cpu.disabled():
+        assert type(FL.filtered_lrelu(x, fu, fd, b, **kwargs).grad_fn).__name__ != "FilteredLReluBackward"
+
+
+def test_cpu_training_path_saves_codes_not_float_intermediates():
+    # A synthesis layer's shape (SPEC §2.6, layer 7: 4x up, 2x down), scaled down: the reference path keeps float
+    # tensors of the 4x up-sampled size for backward; the training path keeps one uint8 code per such sample.
+    x = torch.randn([2, 8, 24, 24], requires_grad=True)
+    b = torch.zeros([8], requires_grad=True)
+    f = torch.ones([12]) / 12
+    kwargs = dict(up=4, down=2, padding=[24, 23, 24, 23], clamp=256)
+    mid = 2 * 8 * (24 * 4 + 47 - 11) ** 2  # Samples of the up-sampled intermediate.
+    ref = _saved_bytes(lambda: FL.filtered_lrelu(x, f, f, b, impl="ref", **kwargs))
+    lean = _saved_bytes(lambda: FL.filtered_lrelu(x, f, f, b, **kwargs))
+    assert sum(ref.values()) > 3 * 4 * mid  # Several float32 intermediates of that size.
+    assert lean.get(torch.uint8, 0) == mid
+    assert sum(v for dtype, v in lean.items() if dtype != torch.uint8) < 1000  # The filters only.

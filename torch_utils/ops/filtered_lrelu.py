@@ -138,6 +138,12 @@ def filtered_lrelu(
         y = fast_cpu.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
         if y is not None:
             return y
+        # CPU training: the kernel's autograd structure with polyphase passes; it keeps one uint8 code per
+        # intermediate sample for the backward pass instead of the reference path's float intermediates.
+        if fast_cpu.is_enabled() and _cuda_supported(x, fu, fd, b, up, down, padding):
+            return _filtered_lrelu_cpu(
+                up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter
+            ).apply(x, fu, fd, b)
     return _filtered_lrelu_ref(
         x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
         flip_filter=flip_filter,
@@ -175,7 +181,8 @@ def _filtered_lrelu_ref(
 
 
 _pass_modes = dict(plain=0, lrelu=1, mask=2)  # The kernel's Mode numbers (upfirdn2d.h).
-_filtered_lrelu_cuda_cache = dict()  # (up, down, padding, gain, slope, clamp, flip_filter) -> autograd Function class
+_filtered_lrelu_function_cache = dict()  # (backend, up, down, padding, gain, slope, clamp, flip) -> autograd Function
+_cpu_chunk_samples = 2**25  # CPU backend: intermediate samples per channel chunk (128 MB of float32 at a time).
 
 
 def _cuda_supported(x, fu, fd, b, up, down, padding) -> bool:
@@ -198,24 +205,42 @@ def _cuda_supported(x, fu, fd, b, up, down, padding) -> bool:
 
 
 def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False):
-    """Return the autograd Function (cached per configuration) that runs filtered_lrelu with the compiled kernel.
+    """The autograd Function that runs filtered_lrelu with the compiled CUDA kernel (`_filtered_lrelu_function`)."""
+    return _filtered_lrelu_function("cuda", up, down, padding, gain, slope, clamp, flip_filter)
+
+
+def _filtered_lrelu_cpu(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False):
+    """The autograd Function that runs filtered_lrelu on the CPU with gradients (`_filtered_lrelu_function`): the
+    kernel's structure, each pass an `upfirdn2d` call (polyphase on the CPU, torch_utils/ops/fast_cpu.py) plus the
+    pass's bias or activation in torch ops. It keeps a uint8 code per intermediate sample for the backward pass where
+    the reference path keeps several float tensors of that size (with `up` = 4, each 16x the input), and it works
+    through the channels in chunks so that the float intermediates it needs at a time stay small."""
+    return _filtered_lrelu_function("cpu", up, down, padding, gain, slope, clamp, flip_filter)
+
+
+def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, flip_filter):
+    """Return the autograd Function (cached per backend and configuration) that runs filtered_lrelu as kernel passes:
+    `backend` "cuda" with the compiled kernel, "cpu" with `_torch_pass`.
 
     Forward: one kernel pass (two for a 1-D filter) of the up-sampling filter that adds the bias to its input and
     applies leaky ReLU, gain and clamp to its output, storing a code per intermediate sample (positive, negative or
     clamped: one uint8 each, at the up-sampled resolution); then the down-sampling filter's pass(es).
     Backward: the adjoint passes in reverse order (upfirdn2d with up and down swapped and the filters reversed); the
-    adjoint of the down-sampling stage multiplies its output by the derivative the codes record. Given the codes, the backward pass is linear in the
-    output gradient and the op is piecewise linear in x (zero second derivative, as in the reference path), so its
-    derivative is the forward structure with the codes' factors in place of the activation: gradients of any order
-    use the kernel. The filters get no gradient (filters that need one take the reference path).
+    adjoint of the down-sampling stage multiplies its output by the derivative the codes record. Given the codes, the
+    backward pass is linear in the output gradient and the op is piecewise linear in x (zero second derivative, as in
+    the reference path), so its derivative is the forward structure with the codes' factors in place of the
+    activation: gradients of any order use the passes. The filters get no gradient (filters that need one take the
+    reference path). Only the codes and filters are saved for backward, never the float intermediates.
     """
     px0, px1, py0, py1 = upfirdn2d._parse_padding(padding)
     up, down = int(up), int(down)
     gain, slope = float(gain), float(slope)
     clamp = float(clamp) if clamp is not None else -1.0
-    key = (up, down, px0, px1, py0, py1, gain, slope, clamp, bool(flip_filter))
-    if key in _filtered_lrelu_cuda_cache:
-        return _filtered_lrelu_cuda_cache[key]
+    key = (backend, up, down, px0, px1, py0, py1, gain, slope, clamp, bool(flip_filter))
+    if key in _filtered_lrelu_function_cache:
+        return _filtered_lrelu_function_cache[key]
+    if backend not in ("cuda", "cpu"):
+        raise ValueError(f"backend must be 'cuda' or 'cpu', got {backend!r}")
 
     at_limit = bias_act._clamp_grad_at_limit()
 
@@ -223,7 +248,8 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
         """A pass function for upfirdn2d._kernel_passes: the bias goes on the first pass, the stage on the last."""
 
         def pass_fn(x, f, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, first, last):
-            return _plugin.filtered_pass(
+            run = _plugin.filtered_pass if backend == "cuda" else _torch_pass
+            return run(
                 x, f, b if first else None, codes if last else None, _pass_modes[mode] if last else 0,
                 upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, slope, gain, clamp, at_limit,
             )  # fmt: skip
@@ -265,14 +291,33 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
             make_pass_fn(), dt, fu, (1, 1), (up, up), (fu_w - 1 - px0, fu_h - 1 - py0), (W, H), not flip_filter, up**2
         )  # fmt: skip
 
-    class FilteredLReluCuda(torch.autograd.Function):
+    def channel_chunks(N, C, mid_h, mid_w):
+        """Channel slices processed one after another: all at once on CUDA, bounded intermediates on the CPU."""
+        if backend == "cuda":
+            return [slice(None)]
+        step = max(1, _cpu_chunk_samples // max(N * mid_h * mid_w, 1))
+        return [slice(c, min(c + step, C)) for c in range(0, C, step)]
+
+    def by_chunks(fn, x, codes):
+        """`fn(x_chunk, codes_chunk, channels)` over the channel chunks, concatenated along the channels."""
+        N, C = x.shape[:2]
+        chunks = channel_chunks(N, C, *codes.shape[2:])
+        if len(chunks) == 1:
+            return fn(x, codes, chunks[0])
+        return torch.cat([fn(x[:, cs], codes[:, cs], cs) for cs in chunks], dim=1)
+
+    class FilteredLRelu(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, fu, fd, b):
             N, C, H, W = x.shape
             mid_h, mid_w, out_h, out_w = sizes(H, W, fu, fd)
             codes = torch.empty([N, C, mid_h, mid_w], dtype=torch.uint8, device=x.device)
-            t = up_stage(x, fu, mid_h, mid_w, make_pass_fn(b=b, codes=codes, mode="lrelu"))
-            y = down_stage(t, fd, out_h, out_w)
+
+            def chunk(x, codes, cs):
+                pass_fn = make_pass_fn(b=None if b is None else b[cs], codes=codes, mode="lrelu")
+                return down_stage(up_stage(x, fu, mid_h, mid_w, pass_fn), fd, out_h, out_w)
+
+            y = by_chunks(chunk, x, codes)
             ctx.save_for_backward(fu, fd, codes)
             ctx.x_shape = x.shape
             assert y.shape == (N, C, out_h, out_w), (list(y.shape), out_h, out_w)
@@ -292,8 +337,9 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
         @staticmethod
         def forward(ctx, dy, fu, fd, codes, H, W):
             mid_h, mid_w = codes.shape[2:]
-            dt = down_adjoint(dy, fd, codes, mid_h, mid_w)
-            dx = up_adjoint(dt, fu, H, W)
+            dx = by_chunks(
+                lambda dy, codes, cs: up_adjoint(down_adjoint(dy, fd, codes, mid_h, mid_w), fu, H, W), dy, codes
+            )
             ctx.save_for_backward(fu, fd, codes)
             return dx
 
@@ -310,8 +356,13 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
         def forward(ctx, x, fu, fd, codes):
             N, C, H, W = x.shape
             mid_h, mid_w, out_h, out_w = sizes(H, W, fu, fd)
-            t = up_stage(x, fu, mid_h, mid_w, make_pass_fn(codes=codes, mode="mask"))
-            y = down_stage(t, fd, out_h, out_w)
+
+            def chunk(x, codes, cs):
+                return down_stage(
+                    up_stage(x, fu, mid_h, mid_w, make_pass_fn(codes=codes, mode="mask")), fd, out_h, out_w
+                )
+
+            y = by_chunks(chunk, x, codes)
             ctx.save_for_backward(fu, fd, codes)
             ctx.x_shape = x.shape
             return y
@@ -323,8 +374,40 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
             dx = FilteredLReluAdjoint.apply(dy, fu, fd, codes, H, W) if ctx.needs_input_grad[0] else None
             return dx, None, None, None
 
-    _filtered_lrelu_cuda_cache[key] = FilteredLReluCuda
-    return FilteredLReluCuda
+    _filtered_lrelu_function_cache[key] = FilteredLRelu
+    return FilteredLRelu
+
+
+def _torch_pass(x, f, b, codes, mode, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, slope, gain,
+                clamp, at_limit):  # fmt: skip
+    """One kernel pass (the compiled `filtered_pass`, same arguments and modes) from torch ops, for the CPU backend.
+
+    The filtering is an `upfirdn2d` call (the polyphase CPU kernel where it applies; these passes run without
+    gradient recording); `b` is added to the input first, and the epilogue of mode 1 (leaky ReLU, gain, clamp,
+    writing `codes`) or mode 2 (multiply by the factor that `codes` records) follows. `codes` may be a channel slice.
+    """
+    if b is not None:
+        x = x + b.to(x.dtype)[None, :, None, None]
+    fw, fh = upfirdn2d._get_filter_size(f)
+    px1 = (out_w - 1) * downx + fw - x.shape[3] * upx - padx0  # Trailing padding giving exactly out_w samples.
+    py1 = (out_h - 1) * downy + fh - x.shape[2] * upy - pady0
+    y = upfirdn2d.upfirdn2d(
+        x, f, up=[upx, upy], down=[downx, downy], padding=[padx0, px1, pady0, py1], flip_filter=not flip, gain=fgain
+    )  # The kernel correlates when `flip` is False, which upfirdn2d calls flip_filter=True.
+    if mode == _pass_modes["lrelu"]:
+        negative = y <= 0  # Code 1 (slope); leaky_relu's gradient takes the slope at exactly 0, as the kernel does.
+        y = torch.where(negative, y * slope, y)
+        if gain != 1:
+            y = y * gain
+        codes.copy_(negative)
+        if clamp >= 0:
+            outside = (y.abs() > clamp) if at_limit else (y.abs() >= clamp)
+            y = y.clamp(-clamp, clamp)
+            codes.masked_fill_(outside, 2)
+    elif mode == _pass_modes["mask"]:
+        factors = torch.tensor([gain, gain * slope, 0.0], dtype=torch.float64).to(y.dtype)  # Per code 0, 1, 2.
+        y = y * torch.where(codes == 0, factors[0], torch.where(codes == 1, factors[1], factors[2]))
+    return y
 
 
 # ---------------------------------------------------------------------------------------------------------------------
