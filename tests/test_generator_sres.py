@@ -1,6 +1,7 @@
 """Tests of the super-resolution generator (long_video_gan/generator_sres.py): layout against the original's state
 dict, the 144x256 layer table of SPEC §2.6, and properties of a tiny configuration."""
 
+import contextlib
 import copy
 import pickle
 from pathlib import Path
@@ -352,6 +353,42 @@ def test_double_backward_through_filtered_lrelu():
     grads = [p.grad for p in G.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_cpu_training_path_gradients_equal_the_reference():
+    # With gradients on the CPU, filtered_lrelu runs its memory-lean autograd path (uint8 codes saved for backward);
+    # the reference ops (fast paths off) must give the same output, parameter gradients and double-backward result.
+    from torch_utils.ops import fast_cpu
+
+    G = tiny_G()
+    lr = lr_clip()
+    results = []
+    for enabled in (True, False):
+        G.zero_grad(set_to_none=True)
+        lr_in = lr.clone().requires_grad_(True)
+        with contextlib.nullcontext() if enabled else fast_cpu.disabled():
+            out = G(lr_in, generator_z=gen(0))
+            (grad_lr,) = torch.autograd.grad(out.square().sum(), lr_in, create_graph=True)
+            (grad_lr.square().sum() + out.square().sum()).backward()
+        kinds = {type(n).__name__ for n in _graph_nodes(out.grad_fn)}
+        assert ("FilteredLReluBackward" in kinds) == enabled, kinds
+        results.append([out.detach(), grad_lr.detach()] + [p.grad for p in G.parameters()])
+    for fast, ref in zip(*results):
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4 * max(ref.abs().max().item(), 1e-3))
+
+
+def _graph_nodes(fn, seen=None) -> list:
+    """Every node of an autograd graph."""
+    seen = set() if seen is None else seen
+    stack, nodes = [fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        nodes.append(node)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return nodes
 
 
 def test_bad_inputs_name_the_argument():
