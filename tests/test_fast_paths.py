@@ -299,7 +299,8 @@ def test_lres_generator_fast_equals_reference():
 
 
 def test_training_keeps_the_reference_path():
-    # With gradients the fast paths stay off, so gradients flow exactly as before.
+    # With gradients the fused inference kernels stay off; filtered_lrelu takes its training path (its polyphase passes
+    # run without gradient recording), whose gradients equal the reference (tests/test_generator_sres.py).
     G = generator_sres.VideoGenerator(**generator_sres.TINY_KWARGS)
     lr = torch.randn([1, 3, 1 + 8, G.lr_height, G.lr_width], generator=gen(14))
     assert not fast_cpu.applies(lr, getattr(G.SG3.synthesis, G.SG3.synthesis.layer_names[0]).weight)
