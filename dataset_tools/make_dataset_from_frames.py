@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 from PIL import Image
 
-from dataset_tools.pipeline import FrameSpec, convert_partition, resolve_specs
-from dataset_tools.utils import default_workers, partition_items
+from dataset_tools import pipeline
+from dataset_tools.utils import partition_items
 
 LIST_FILE_NAME = "frame_paths.json"  # Listing cache written inside the input directory.
 POLL_SECONDS = 10  # --wait-for-list-file polling interval.
@@ -91,7 +91,7 @@ def _frames_source(task: tuple, problems: list[str]):
 def make_dataset_from_frames(
     input_dir: str,  # Directory tree of frames; every directory holding images is one clip.
     output_dir: str | os.PathLike,  # Dataset root.
-    specs: list[FrameSpec],  # Output sizes.
+    specs: list[pipeline.FrameSpec],  # Output sizes.
     partition: int = 0,  # Which chunk of the sorted clip list to convert.
     num_partitions: int = 10,  # Number of chunks (numpy.array_split).
     wait_for_list_file: bool = False,  # Poll for the listing cache instead of scanning.
@@ -105,15 +105,8 @@ def make_dataset_from_frames(
     if len(listing) == 0:
         raise FileNotFoundError(f"input_dir {str(input_dir)!r} holds no images PIL can read")
     tasks = [(relative_dir, list(paths)) for relative_dir, paths in partition_items(listing, partition, num_partitions)]
-    return convert_partition(
-        tasks,
-        _frames_source,
-        output_dir,
-        partition,
-        specs,
-        workers=workers,
-        overwrite=overwrite,
-        desc=f"Partition {partition}",
+    return pipeline.convert_partition(
+        tasks, _frames_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
 
 
@@ -121,31 +114,14 @@ def make_dataset_from_frames(
 
 
 @click.command()
-@click.pass_context
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
-@click.option("--height", type=int, default=144, show_default=True, help="Output height (centre crop + Lanczos).")
-@click.option("--width", type=int, default=256, show_default=True, help="Output width.")
-@click.option(
-    "--resolution",
-    "resolution_list",
-    multiple=True,
-    metavar="HxW",
-    help="Output size, repeatable; when given, --height/--width count only if set explicitly.",
-)
-@click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
-@click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
+@pipeline.fixed_size_options
+@pipeline.partition_options
 @click.option("--wait-for-list-file", is_flag=True, help=f"Poll every {POLL_SECONDS} s for the listing cache.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=default_workers(),
-    show_default="number of cores",
-    help="Parallel worker processes.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
+@pipeline.workers_option()
+@pipeline.overwrite_option
 def main(
-    ctx,
     input_dir,
     output_dir,
     height,
@@ -170,21 +146,9 @@ def main(
       python -m dataset_tools.make_dataset_from_frames frames/ data/ --partition 1 --num-partitions 4 \\
           --wait-for-list-file
     """
-    explicit = any(
-        ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE for name in ("height", "width")
-    )
-    if resolution_list and not explicit:
-        height = width = None
-    try:
-        specs = resolve_specs(height, width, resolution_list)
-    except ValueError as error:
-        raise click.ClickException(str(error))
-    if num_partitions < 1:
-        raise click.ClickException(f"--num-partitions must be >= 1, got {num_partitions}")
-    if not 0 <= partition < num_partitions:
-        raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
-    try:
-        written = make_dataset_from_frames(
+    specs = pipeline.resolve_cli_specs(height, width, resolution_list, partition, num_partitions)
+    pipeline.run_conversion(
+        lambda: make_dataset_from_frames(
             input_dir,
             output_dir,
             specs,
@@ -194,10 +158,7 @@ def main(
             workers=workers,
             overwrite=overwrite,
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        raise click.ClickException(str(error))
-    for shard in written:
-        print(f"Wrote {shard}")
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 import click
 
-from dataset_tools.pipeline import FrameSpec, convert_partition, resolve_specs
-from dataset_tools.utils import default_workers, partition_items
+from dataset_tools import pipeline
+from dataset_tools.utils import partition_items
 from dataset_tools.video_io import iter_video_frames
 
 VIDEO_SUFFIXES = (".avi", ".mkv", ".mov", ".mp4", ".wmv")  # Matched case-insensitively.
@@ -54,7 +54,7 @@ def _video_source(task: tuple, problems: list[str]):
 def make_dataset_from_videos(
     input_dir: str | os.PathLike,  # Directory searched recursively for .avi .mkv .mov .mp4 .wmv files.
     output_dir: str | os.PathLike,  # Dataset root.
-    specs: list[FrameSpec],  # Output sizes (see pipeline.resolve_specs).
+    specs: list[pipeline.FrameSpec],  # Output sizes (see pipeline.resolve_specs).
     trim_start: float = 0.0,  # Seconds dropped at the start of every video.
     trim_end: float = 0.0,  # Seconds dropped at the end of every video.
     fps: float | None = None,  # Resample to this frame rate; None keeps every source frame.
@@ -73,15 +73,8 @@ def make_dataset_from_videos(
         raise FileNotFoundError(f"input_dir {str(input_dir)!r} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
     selected = partition_items(videos, partition, num_partitions)
     tasks = [(str(path), clip_path_of(rel), trim_start, trim_end, fps) for path, rel in selected]
-    return convert_partition(
-        tasks,
-        _video_source,
-        output_dir,
-        partition,
-        specs,
-        workers=workers,
-        overwrite=overwrite,
-        desc=f"Partition {partition}",
+    return pipeline.convert_partition(
+        tasks, _video_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
 
 
@@ -108,17 +101,10 @@ def make_dataset_from_videos(
 )
 @click.option("--trim-start", type=float, default=0.0, show_default=True, help="Seconds to skip at the start.")
 @click.option("--trim-end", type=float, default=0.0, show_default=True, help="Seconds to drop at the end.")
-@click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: keep the source's).")
-@click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
-@click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=default_workers(),
-    show_default="number of cores",
-    help="Parallel worker processes.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
+@pipeline.fps_option
+@pipeline.partition_options
+@pipeline.workers_option()
+@pipeline.overwrite_option
 def main(
     input_dir,
     output_dir,
@@ -146,21 +132,15 @@ def main(
           --trim-start 2 --trim-end 2 --fps 30 --partition 3 --num-partitions 10
       python -m dataset_tools.make_dataset_from_videos videos/ raw/ --long-edge 512 --num-partitions 1
     """
-    try:
-        specs = resolve_specs(height, width, resolution_list, long_edge, allow_flat=True)
-    except ValueError as error:
-        raise click.ClickException(str(error))
-    if num_partitions < 1:
-        raise click.ClickException(f"--num-partitions must be >= 1, got {num_partitions}")
-    if not 0 <= partition < num_partitions:
-        raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
+    specs = pipeline.resolve_cli_specs(
+        height, width, resolution_list, partition, num_partitions, long_edge, allow_flat=True
+    )
     for name, value in (("--trim-start", trim_start), ("--trim-end", trim_end)):
         if value < 0:
             raise click.ClickException(f"{name} must be >= 0 seconds, got {value}")
-    if fps is not None and fps <= 0:
-        raise click.ClickException(f"--fps must be > 0, got {fps}")
-    try:
-        written = make_dataset_from_videos(
+    pipeline.check_fps_option(fps)
+    pipeline.run_conversion(
+        lambda: make_dataset_from_videos(
             input_dir,
             output_dir,
             specs,
@@ -171,11 +151,10 @@ def main(
             num_partitions=num_partitions,
             workers=workers,
             overwrite=overwrite,
-        )
-    except (FileNotFoundError, RuntimeError) as error:
-        raise click.ClickException(str(error))
-    for shard in written:
-        print(f"Wrote {shard}")
+        ),
+        # Unlike the other tools, a ValueError here (e.g. two videos mapping to one clip path) keeps its traceback.
+        errors=(FileNotFoundError, RuntimeError),
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from pathlib import Path
 import av
 import click
 
-from dataset_tools.pipeline import FrameSpec, convert_partition, resolve_specs
-from dataset_tools.utils import default_workers, partition_items, warn
+from dataset_tools import pipeline
+from dataset_tools.utils import partition_items, warn
 from dataset_tools.video_io import iter_video_frames
 
 TIME_PATTERN = re.compile(r"(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d+)?)")
@@ -139,15 +139,8 @@ def make_dataset_from_clips(
 ) -> list[Path]:
     """Cut the ``(video_id, interval)`` items of one partition from local ``video_files`` into shards."""
     tasks = [(str(video_files[v]), interval, fps) for v, interval in items if v in video_files]
-    return convert_partition(
-        tasks,
-        _interval_source,
-        output_dir,
-        partition,
-        specs,
-        workers=workers,
-        overwrite=overwrite,
-        desc=f"Partition {partition}",
+    return pipeline.convert_partition(
+        tasks, _interval_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
 
 
@@ -155,7 +148,7 @@ def make_dataset_from_youtube(
     clips_config_path: str | os.PathLike,  # JSON {video_id: ["<start> <end>", ...]}.
     output_dir: str | os.PathLike,  # Dataset root.
     video_cache_dir: str | os.PathLike,  # Downloaded videos, reused between runs and partitions.
-    specs: list[FrameSpec],  # Output sizes.
+    specs: list[pipeline.FrameSpec],  # Output sizes.
     partition: int = 0,  # Which chunk of the flattened (video, interval) list to convert.
     num_partitions: int = 10,  # Number of chunks (numpy.array_split).
     fps: float | None = None,  # Resample to this frame rate; None keeps every source frame.
@@ -166,7 +159,7 @@ def make_dataset_from_youtube(
     """Library entry point of the YouTube tool; returns the shards written."""
     items = partition_items(load_clip_config(clips_config_path), partition, num_partitions)
     if all(spec.shard(output_dir, partition).exists() for spec in specs) and not overwrite:
-        return convert_partition([], _interval_source, output_dir, partition, specs)  # Prints the skip notes.
+        return pipeline.convert_partition([], _interval_source, output_dir, partition, specs)  # Prints the skip notes.
     video_ids = list(dict.fromkeys(v for v, _ in items))
     video_files = download_videos(video_ids, video_cache_dir, download_workers)
     return make_dataset_from_clips(
@@ -178,35 +171,18 @@ def make_dataset_from_youtube(
 
 
 @click.command()
-@click.pass_context
 @click.argument("clips_config_path", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.argument("video_cache_dir", type=click.Path(file_okay=False))
-@click.option("--height", type=int, default=144, show_default=True, help="Output height (centre crop + Lanczos).")
-@click.option("--width", type=int, default=256, show_default=True, help="Output width.")
-@click.option(
-    "--resolution",
-    "resolution_list",
-    multiple=True,
-    metavar="HxW",
-    help="Output size, repeatable; when given, --height/--width count only if set explicitly.",
-)
-@click.option("--fps", type=float, default=None, help="Resample to this frame rate (default: keep the source's).")
-@click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert.")
-@click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=default_workers(),
-    show_default="number of cores",
-    help="Parallel conversion processes.",
-)
+@pipeline.fixed_size_options
+@pipeline.fps_option
+@pipeline.partition_options
+@pipeline.workers_option("Parallel conversion processes.")
 @click.option(
     "--download-workers", type=click.IntRange(min=1), default=8, show_default=True, help="Parallel downloads."
 )
-@click.option("--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip).")
+@pipeline.overwrite_option
 def main(
-    ctx,
     clips_config_path,
     output_dir,
     video_cache_dir,
@@ -231,23 +207,10 @@ def main(
       python -m dataset_tools.make_dataset_from_youtube dataset_tools/youtube_configs/biking.json \\
           datasets/biking cache/ --partition 3 --num-partitions 10
     """
-    explicit = any(
-        ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE for name in ("height", "width")
-    )
-    if resolution_list and not explicit:
-        height = width = None
-    try:
-        specs = resolve_specs(height, width, resolution_list)
-    except ValueError as error:
-        raise click.ClickException(str(error))
-    if num_partitions < 1:
-        raise click.ClickException(f"--num-partitions must be >= 1, got {num_partitions}")
-    if not 0 <= partition < num_partitions:
-        raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
-    if fps is not None and fps <= 0:
-        raise click.ClickException(f"--fps must be > 0, got {fps}")
-    try:
-        written = make_dataset_from_youtube(
+    specs = pipeline.resolve_cli_specs(height, width, resolution_list, partition, num_partitions)
+    pipeline.check_fps_option(fps)
+    pipeline.run_conversion(
+        lambda: make_dataset_from_youtube(
             clips_config_path,
             output_dir,
             video_cache_dir,
@@ -259,10 +222,7 @@ def main(
             download_workers=download_workers,
             overwrite=overwrite,
         )
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
-        raise click.ClickException(str(error))
-    for shard in written:
-        print(f"Wrote {shard}")
+    )
 
 
 if __name__ == "__main__":

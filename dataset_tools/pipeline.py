@@ -4,7 +4,8 @@ A tool supplies a list of tasks (one per clip) and a top-level *frame source* fu
 its clip path and frames. Worker processes resize each frame to every requested output size, encode it as
 JPEG and stream it into a per-clip scratch file; the main process merges the scratch files in task order into
 one ``ShardWriter`` per output size, so the sources are read once for all resolutions. A killed run leaves only
-scratch files and ``*.partial`` shards, which the next run of the same partition deletes.
+scratch files and ``*.partial`` shards, which the next run of the same partition deletes. The command-line options
+and checks the tools have in common are at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
+import click
 import filelock
 from PIL import Image
 from tqdm import tqdm
@@ -26,6 +28,7 @@ from dataset_tools.utils import (
     ClipFileWriter,
     ShardWriter,
     center_crop_and_resize,
+    default_workers,
     encode_jpeg,
     remove_stale_partials,
     resize_long_edge,
@@ -104,7 +107,7 @@ def convert_partition(
     specs: Sequence[FrameSpec],  # Output sizes, all written in one pass.
     workers: int = 1,  # Worker processes; 1 = convert in this process.
     overwrite: bool = False,  # Replace existing shards instead of skipping them.
-    desc: str = "Clips",  # Progress bar label.
+    desc: str | None = None,  # Progress bar label; None: "Partition <partition>".
 ) -> list[Path]:
     """Convert ``tasks`` into one shard per output size; returns the shards written (empty when all existed)."""
     output_dir = Path(output_dir)
@@ -116,6 +119,8 @@ def convert_partition(
             print(f"Skipping {shard}: it exists (use --overwrite to replace it)")
     if len(todo) == 0:
         return []
+    if desc is None:
+        desc = f"Partition {partition}"
 
     # One process per partition at a time; the lock dies with its holder, so a killed run never blocks.
     lock_path = output_dir / f".partition_{partition:04d}.lock"
@@ -196,7 +201,8 @@ def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Option handling shared by the tools.
+# Option handling shared by the tools: output sizes, and the click options (same names, defaults and help text in
+# every tool, used as decorators), checks and error reporting of their command lines.
 
 
 def resolve_specs(
@@ -233,3 +239,102 @@ def resolve_specs(
     if not allow_flat:
         raise ValueError("give --height and --width, or at least one --resolution HxW")
     return [FrameSpec(long_edge=long_edge)]
+
+
+def _stack(*decorators):
+    """One decorator applying ``decorators`` as if stacked in this order (so their options keep it in --help)."""
+
+    def apply(function):
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+# --height/--width with the frames and YouTube tools' default size, and --resolution; `resolve_cli_specs` combines
+# them. (Each `click.option(...)` decorator makes a fresh option per command, so one can serve several tools.)
+fixed_size_options = _stack(
+    click.option("--height", type=int, default=144, show_default=True, help="Output height (centre crop + Lanczos)."),
+    click.option("--width", type=int, default=256, show_default=True, help="Output width."),
+    click.option(
+        "--resolution",
+        "resolution_list",
+        multiple=True,
+        metavar="HxW",
+        help="Output size, repeatable; when given, --height/--width count only if set explicitly.",
+    ),
+)
+partition_options = _stack(
+    click.option("--partition", type=int, default=0, show_default=True, help="Partition index to convert."),
+    click.option("--num-partitions", type=int, default=10, show_default=True, help="Number of partitions."),
+)
+fps_option = click.option(
+    "--fps", type=float, default=None, help="Resample to this frame rate (default: keep the source's)."
+)
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace existing shards of this partition (default: skip)."
+)
+
+
+def workers_option(help_text: str = "Parallel worker processes."):
+    """``--workers``, defaulting to the cores this process may use."""
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=default_workers(),
+        show_default="number of cores",
+        help=help_text,
+    )
+
+
+def resolve_cli_specs(
+    height: int | None,
+    width: int | None,
+    resolution_list: Sequence[str],
+    partition: int,
+    num_partitions: int,
+    long_edge: int | None = None,
+    allow_flat: bool = False,
+) -> list[FrameSpec]:
+    """Output sizes of a tool's command line after checking the size and partition options (``resolve_specs``);
+    errors are raised as ``click.ClickException``, so they print as one ``Error:`` line.
+
+    When --resolution is given, --height/--width count only if set on the command line, so a tool's default size
+    is not written alongside the sizes asked for (a no-op where --height/--width default to None).
+    """
+    ctx = click.get_current_context()
+    explicit = any(
+        ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE for name in ("height", "width")
+    )
+    if resolution_list and not explicit:
+        height = width = None
+    try:
+        specs = resolve_specs(height, width, resolution_list, long_edge, allow_flat=allow_flat)
+    except ValueError as error:
+        raise click.ClickException(str(error))
+    if num_partitions < 1:
+        raise click.ClickException(f"--num-partitions must be >= 1, got {num_partitions}")
+    if not 0 <= partition < num_partitions:
+        raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
+    return specs
+
+
+def check_fps_option(fps: float | None) -> None:
+    """Reject a ``--fps`` that is not positive."""
+    if fps is not None and fps <= 0:
+        raise click.ClickException(f"--fps must be > 0, got {fps}")
+
+
+def run_conversion(
+    convert: Callable[[], list[Path]],
+    errors: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, RuntimeError),
+) -> None:
+    """Run a tool's conversion, show the expected ``errors`` as an ``Error:`` line (others keep their traceback)
+    and list the shards written."""
+    try:
+        written = convert()
+    except errors as error:
+        raise click.ClickException(str(error))
+    for shard in written:
+        print(f"Wrote {shard}")
