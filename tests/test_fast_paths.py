@@ -425,3 +425,49 @@ def test_bench_speed_smoke(tmp_path):
     assert results["sres"]["repeats"][0]["max_abs_diff"] < 1e-4
     assert results["lres"][0]["repeats"][0]["max_abs_diff"] < 1e-4
     assert results["sres_segment_rss"]["peak_rss_gib"] > 0
+
+
+_AVX2_CHECK = """
+import torch
+from long_video_gan import generator_sres
+from torch_utils.ops import bias_act, fast_cpu, filtered_lrelu, upfirdn2d
+
+assert str(torch.backends.cpu.get_cpu_capability()) == "AVX2", torch.backends.cpu.get_cpu_capability()
+assert fast_cpu._init(), "the AVX2 build of the fast_cpu kernels failed"
+assert "avx2" in fast_cpu._plugin.__name__, fast_cpu._plugin.__name__
+g = torch.Generator().manual_seed(0)
+x = torch.randn([2, 5, 23, 31], generator=g)
+f = torch.randn([12], generator=g)
+b = torch.randn([5], generator=g)
+worst = 0.0
+for up, down, pad in [(2, 2, [11, 10, 11, 10]), (4, 2, [23, 22, 23, 22]), (1, 2, [-1, 3, 2, 0])]:
+    kw = dict(up=up, down=down, padding=pad, clamp=2.0)
+    y = filtered_lrelu.filtered_lrelu(x, f, f, b, **kw)
+    worst = max(worst, (y - filtered_lrelu.filtered_lrelu(x, f, f, b, impl="ref", **kw)).abs().max().item())
+    y = upfirdn2d.upfirdn2d(x, f, up=up, padding=pad, gain=up**2)
+    worst = max(worst, (y - upfirdn2d.upfirdn2d(x, f, up=up, padding=pad, gain=up**2, impl="ref")).abs().max().item())
+y = bias_act.bias_act(x, b, act="lrelu", clamp=1.5)
+worst = max(worst, (y - bias_act.bias_act(x, b, act="lrelu", clamp=1.5, impl="ref")).abs().max().item())
+torch.manual_seed(1)
+G = generator_sres.VideoGenerator(**generator_sres.TINY_KWARGS)
+lr = torch.rand([1, 3, 10, G.lr_height, G.lr_width], generator=g) * 2 - 1
+with torch.no_grad():
+    fast = G(lr, generator_z=torch.Generator().manual_seed(2))
+    with fast_cpu.disabled():
+        ref = G(lr, generator_z=torch.Generator().manual_seed(2))
+worst = max(worst, (fast - ref).abs().max().item())
+print("max abs diff", worst)
+assert worst < 1e-4, worst
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("avx2" not in fast_cpu.cpu_flags(), reason="this CPU has no AVX2")
+def test_avx2_build_matches_reference():
+    # Machines differ (AVX-512 or AVX2 only); torch can be told to dispatch as an AVX2 machine, which makes fast_cpu
+    # build and use its AVX2 variant here too, so that variant is checked even on an AVX-512 machine.
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", _AVX2_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "max abs diff" in out.stdout
