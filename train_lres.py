@@ -123,40 +123,7 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
 
 
 @click.command()
-@click.option(
-    "--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/lres", show_default=True
-)
-@click.option("--dataset", help="Dataset root (holds 0036x0064/).", metavar="DIR", required=True)
-@click.option("--batch", help="Total batch over all ranks and accumulation rounds.  [paper: 64]", type=int)
-@click.option("--grad-accum", help="Gradient accumulation rounds.  [paper: 2]", type=int)
-@click.option("--gamma", help="R1 weight.  [paper: 1.0]", type=float)
-@click.option("--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none).", multiple=True)
-@click.option("--seed", help="Random seed.", type=int, default=0, show_default=True)
-@click.option("--steps", help="Training steps.  [paper: 100000]", type=int)
-@click.option(
-    "--resume",
-    help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
-    default="auto",
-    show_default=True,
-)
-@click.option(
-    "--preset",
-    help="Settings for the options left unset.",
-    type=click.Choice(list(PRESETS)),
-    default="paper",
-    show_default=True,
-)
-@click.option("--tick", help="Steps per tick (status line).  [paper: 500]", type=int)
-@click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics.  [paper: 10]", type=int)
-@click.option("--train-snap", help="Ticks between train pickles (multiple of --snap).  [paper: 100]", type=int)
-@click.option(
-    "--wandb",
-    help="W&B logging.  [default: online if logged in on a terminal, else off]",
-    type=click.Choice(["online", "offline", "off"]),
-)
-@click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
-@click.option("--workers", help="Data loader processes per rank.  [paper: 2]", type=int)
-@click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)
+@training_setup.common_options("lres", PRESETS, dataset_help="Dataset root (holds 0036x0064/).")
 def main(**kwargs):
     """Train the low-resolution LongVideoGAN generator.
 
@@ -171,10 +138,7 @@ def main(**kwargs):
     # Print the resolved configuration only.
     python train_lres.py --dataset=datasets/horseback --dry-run
     """
-    try:
-        training_setup.setup_and_train("lres", kwargs, PRESETS, build_config)
-    except training_setup.ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    training_setup.run_command("lres", kwargs, PRESETS, build_config)
 
 
 if __name__ == "__main__":

@@ -138,47 +138,9 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
 
 
 @click.command()
-@click.option(
-    "--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/sres", show_default=True
+@training_setup.common_options(
+    "sres", PRESETS, dataset_help="Dataset root (0036x0064/ and 0144x0256/; tiny preset: 0009x0016/ and 0036x0064/)."
 )
-@click.option(
-    "--dataset",
-    help="Dataset root (0036x0064/ and 0144x0256/; tiny preset: 0009x0016/ and 0036x0064/).",
-    metavar="DIR",
-    required=True,
-)
-@click.option("--batch", help="Total batch over all ranks and accumulation rounds.  [paper: 32]", type=int)
-@click.option("--grad-accum", help="Gradient accumulation rounds.  [paper: 1]", type=int)
-@click.option("--gamma", help="R1 weight.  [paper: 1.0]", type=float)
-@click.option(
-    "--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none).  [paper: fvd2048_16f]", multiple=True
-)
-@click.option("--seed", help="Random seed.", type=int, default=0, show_default=True)
-@click.option("--steps", help="Training steps.  [paper: 275000]", type=int)
-@click.option(
-    "--resume",
-    help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
-    default="auto",
-    show_default=True,
-)
-@click.option(
-    "--preset",
-    help="Settings for the options left unset.",
-    type=click.Choice(list(PRESETS)),
-    default="paper",
-    show_default=True,
-)
-@click.option("--tick", help="Steps per tick (status line).  [paper: 500]", type=int)
-@click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics.  [paper: 10]", type=int)
-@click.option("--train-snap", help="Ticks between train pickles (multiple of --snap).  [paper: 100]", type=int)
-@click.option(
-    "--wandb",
-    help="W&B logging.  [default: online if logged in on a terminal, else off]",
-    type=click.Choice(["online", "offline", "off"]),
-)
-@click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
-@click.option("--workers", help="Data loader processes per rank.  [paper: 2]", type=int)
-@click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)
 def main(**kwargs):
     """Train the super-resolution LongVideoGAN generator on real low-res / high-res clip pairs.
 
@@ -190,10 +152,7 @@ def main(**kwargs):
     # Tiny networks on a CPU, no metrics; rerunning the same command resumes it.
     python train_sres.py --dataset=datasets/tiny --preset=tiny --device=cpu
     """
-    try:
-        training_setup.setup_and_train("sres", kwargs, PRESETS, build_config)
-    except training_setup.ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    training_setup.run_command("sres", kwargs, PRESETS, build_config)
 
 
 if __name__ == "__main__":

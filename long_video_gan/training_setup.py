@@ -1,13 +1,17 @@
 """Set-up shared by `train_lres.py` and `train_sres.py`: presets, input checks, run directory, resume, launch.
 
 Every check runs before any training work and raises `ConfigError` with a message that names the command-line
-option at fault; the scripts turn it into a `click.ClickException`. Under `torch.distributed.run` every rank runs
+option at fault; `run_command` turns it into a `click.ClickException`. Under `torch.distributed.run` every rank runs
 this code; rank 0 chooses the run directory and tells the others.
+
+The scripts also share their command-line options (`common_options`; only the default --outdir, the --dataset help
+and the `[paper: ...]` hints differ).
 """
 
 import json
 import os
 
+import click
 import torch
 
 import dnnlib
@@ -193,3 +197,89 @@ def setup_and_train(phase: str, opts: dict, presets: dict, build_config) -> None
         training_loop(**c, resume_data=resume_data)
     finally:
         distributed.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The command line of both scripts. The `[paper: ...]` hints are read from the phase's "paper" preset, so that --help
+# cannot drift from the values a run with that preset gets.
+
+
+def _paper_hint(presets: dict, key: str) -> str:
+    value = presets["paper"][key]
+    if isinstance(value, tuple):  # --metric: no hint where the paper computes no metric during training.
+        return f"  [paper: {', '.join(value)}]" if value else ""
+    return f"  [paper: {value}]"
+
+
+def common_options(phase: str, presets: dict, dataset_help: str):
+    """Decorator that adds the click options of `train_<phase>.py` (the same names, types and defaults for both
+    phases; --outdir defaults to `runs/<phase>`). Options without a default are None when unset, or an empty tuple for
+    --metric, and `apply_preset` fills them from `presets`."""
+
+    def hint(key: str) -> str:
+        return _paper_hint(presets, key)
+
+    options = [
+        click.option(
+            "--outdir",
+            help="Parent directory of the run directories.",
+            metavar="DIR",
+            default=f"runs/{phase}",
+            show_default=True,
+        ),
+        click.option("--dataset", help=dataset_help, metavar="DIR", required=True),
+        click.option("--batch", help="Total batch over all ranks and accumulation rounds." + hint("batch"), type=int),
+        click.option("--grad-accum", help="Gradient accumulation rounds." + hint("grad_accum"), type=int),
+        click.option("--gamma", help="R1 weight." + hint("gamma"), type=float),
+        click.option(
+            "--metric",
+            "-m",
+            help="Metric at each snapshot (repeatable; 'none' for none)." + hint("metric"),
+            multiple=True,
+        ),
+        click.option("--seed", help="Random seed.", type=int, default=0, show_default=True),
+        click.option("--steps", help="Training steps." + hint("steps"), type=int),
+        click.option(
+            "--resume",
+            help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
+            default="auto",
+            show_default=True,
+        ),
+        click.option(
+            "--preset",
+            help="Settings for the options left unset.",
+            type=click.Choice(list(presets)),
+            default="paper",
+            show_default=True,
+        ),
+        click.option("--tick", help="Steps per tick (status line)." + hint("tick"), type=int),
+        click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics." + hint("snap"), type=int),
+        click.option(
+            "--train-snap", help="Ticks between train pickles (multiple of --snap)." + hint("train_snap"), type=int
+        ),
+        click.option(
+            "--wandb",
+            help="W&B logging.  [default: online if logged in on a terminal, else off]",
+            type=click.Choice(["online", "offline", "off"]),
+        ),
+        click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV"),
+        click.option("--workers", help="Data loader processes per rank." + hint("workers"), type=int),
+        click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True),
+    ]
+
+    def decorate(f):
+        # Applied last to first, as stacked decorators are: --help then lists the options in the order above.
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def run_command(phase: str, opts: dict, presets: dict, build_config) -> None:
+    """`setup_and_train` for a click command: a bad option ends the command with its message and exit status 1,
+    not a traceback."""
+    try:
+        setup_and_train(phase, opts, presets, build_config)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
