@@ -5,7 +5,7 @@ option at fault; `run_command` turns it into a `click.ClickException`. Under `to
 this code; rank 0 chooses the run directory and tells the others.
 
 The scripts also share their command-line options (`common_options`; only the default --outdir, the --dataset help
-and the `[paper: ...]` hints differ).
+and the `[paper: ...]` hints differ) and the part of their config that does not depend on the phase (`run_config`).
 """
 
 import json
@@ -81,6 +81,55 @@ def check_dataset(dataset_kwargs: dict) -> None:
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--dataset: {e}") from None
     dataset.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def run_config(
+    phase: str,
+    opts: dnnlib.EasyDict,
+    device,
+    world_size: int,
+    *,
+    clip: dict,
+    intervals: dict,
+    dataset_kwargs: dict,
+    gan_kwargs: dict,
+) -> dnnlib.EasyDict:
+    """The training config of either phase (what its `build_config` returns): the settings both phases take from the
+    same options, plus the phase's clip shape (`clip`, after seq_length), regularisation intervals (`intervals`),
+    dataset and GAN. The keys keep the order config.json has always had them in."""
+    return dnnlib.EasyDict(
+        phase=phase,
+        run_dir=None,
+        dataset_dir=opts.dataset,
+        seq_length=opts.seq_length,
+        **clip,
+        x_flip=True,
+        seed=opts.seed,
+        benchmark=False,
+        allow_fp16_reduce=False,
+        allow_tf32=False,
+        start_step=0,
+        total_steps=opts.steps,
+        steps_per_tick=opts.tick,
+        ticks_per_G_ema_ckpt=opts.snap,
+        ticks_per_train_ckpt=opts.train_snap,
+        result_seq_length=opts.result_seq_length,
+        **intervals,
+        total_batch=opts.batch,
+        grad_accum=opts.grad_accum,
+        metrics=list(opts.metric),
+        loader_kwargs=dict(num_workers=opts.workers, prefetch_factor=2, pin_memory=device.type == "cuda"),
+        metric_kwargs=dict(normalize_weighting=True, single_sample_per_video=False, replace_cache=False, verbose=False),
+        dataset_kwargs=dataset_kwargs,
+        gan_kwargs=gan_kwargs,
+        preset=opts.preset,
+        device=str(device),
+        world_size=world_size,
+        wandb_project=f"long-video-gan-{phase}",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
