@@ -4,11 +4,6 @@ a 2-process gloo run, and the input errors reported before any work starts."""
 import json
 import os
 import pickle
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
@@ -18,68 +13,11 @@ from click.testing import CliRunner
 import train_lres
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
+from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 # Tiny networks, 2 clips per step, a status line every step, G-EMA and train pickles every 2 steps.
-FAST = [
-    "--preset",
-    "tiny",
-    "--device",
-    "cpu",
-    "--workers",
-    "0",
-    "--batch",
-    "2",
-    "--grad-accum",
-    "1",
-    "--tick",
-    "1",
-    "--snap",
-    "2",
-    "--train-snap",
-    "2",
-    "--wandb",
-    "off",
-]
-
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _train(args, timeout=600):
-    cmd = [sys.executable, str(ROOT / "train_lres.py"), *FAST, *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-def _only_run_dir(outdir):
-    runs = sorted(p for p in Path(outdir).iterdir() if p.is_dir())
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def _load(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
-def _assert_same_state(a: dict, b: dict):
-    """Bitwise equality of networks, optimiser states, RNG states and data position of two train pickles."""
-    for name in ("G", "D", "G_ema"):
-        assert tu.module_digest(a[name]) == tu.module_digest(b[name]), name
-    for opt in ("G_opt", "D_opt"):
-        sa, sb = a[opt]["state"], b[opt]["state"]
-        assert sa.keys() == sb.keys()
-        for k in sa:
-            for key in sa[k]:
-                assert torch.equal(torch.as_tensor(sa[k][key]), torch.as_tensor(sb[k][key])), (opt, k, key)
-    for ra, rb in zip(a["rng_states"], b["rng_states"]):
-        assert torch.equal(ra["torch_cpu"], rb["torch_cpu"])
-    assert a["loader_position"] == b["loader_position"] and a["step"] == b["step"]
+FAST = [*TINY_CPU, "--batch", "2", "--grad-accum", "1", "--tick", "1", "--snap", "2", "--train-snap", "2"]
+SCRIPT = TrainScript(train_lres, FAST)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +29,8 @@ def dataset(tmp_path_factory):
 def full_run(dataset, tmp_path_factory):
     """Four uninterrupted steps (pickles at steps 0, 2 and 4)."""
     outdir = tmp_path_factory.mktemp("lres_full")
-    stdout = _train(["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "4"])
-    return _only_run_dir(outdir), stdout
+    stdout = SCRIPT.train(["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "4"])
+    return only_run_dir(outdir), stdout
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -110,14 +48,14 @@ def test_tiny_run_writes_checkpoints_samples_and_logs(full_run):
     assert meta["size"] == (256, 144) and sum(1 for _ in reader) == 32  # One 36x64 clip x4, 32 frames.
 
     # G-EMA pickle: a CPU generator in eval mode that renders video.
-    G = _load(run_dir / "checkpoints" / "ckpt-00000004-G-ema.pkl")
+    G = load_pickle(run_dir / "checkpoints" / "ckpt-00000004-G-ema.pkl")
     assert type(G).__name__ == "VideoGenerator" and not G.training
     assert all(p.device.type == "cpu" and not p.requires_grad for p in G.parameters())
     with torch.no_grad():
         assert G(1, 16).shape == (1, 3, 16, 36, 64)
 
     # Train pickle: everything a resume needs.
-    data = _load(run_dir / "checkpoints" / "ckpt-00000004-train.pkl")
+    data = load_pickle(run_dir / "checkpoints" / "ckpt-00000004-train.pkl")
     assert data["phase"] == "lres" and data["step"] == 4 and data["world_size"] == 1
     assert data["loader_position"] == 4 + 1  # One D batch per step plus the R1 batch of step 0.
     assert data["G_opt"]["state"] and data["D_opt"]["state"]
@@ -139,61 +77,31 @@ def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
     full_dir, _ = full_run
     outdir = tmp_path / "killed"
     args = ["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "4"]
-    cmd = [sys.executable, str(ROOT / "train_lres.py"), *FAST, *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 600
-        while not list(outdir.glob("*/checkpoints/ckpt-00000002-train.pkl")):
-            assert proc.poll() is None, "training ended before its step-2 checkpoint"
-            assert time.time() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    run_dir = _only_run_dir(outdir)
-    for path in (run_dir / "checkpoints").glob("ckpt-00000004-*"):  # Had the kill come late, drop what came after.
-        path.unlink()
+    run_dir = SCRIPT.kill_after_checkpoint(args, outdir, step=2)
 
-    stdout = _train(args)  # The same command again resumes the run.
-    assert _only_run_dir(outdir) == run_dir
+    stdout = SCRIPT.train(args)  # The same command again resumes the run.
+    assert only_run_dir(outdir) == run_dir
     assert "Resuming from" in (run_dir / "log.txt").read_text()
-    _assert_same_state(
-        _load(run_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
-        _load(full_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
+    assert_same_state(
+        load_pickle(run_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
+        load_pickle(full_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
     )
-    ema = [tu.module_digest(_load(d / "checkpoints" / "ckpt-00000004-G-ema.pkl")) for d in (run_dir, full_dir)]
+    ema = [tu.module_digest(load_pickle(d / "checkpoints" / "ckpt-00000004-G-ema.pkl")) for d in (run_dir, full_dir)]
     assert ema[0] == ema[1]
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert [r["progress/step"]["mean"] for r in stats] == [1, 2, 3, 4]  # What the killed run logged later is gone.
 
     # Once complete, rerunning does nothing.
-    stdout = _train(args)
+    stdout = SCRIPT.train(args)
     assert "is complete" in stdout and "Training for" not in stdout
 
 
 @pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     outdir = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "train_lres.py"),
-        *FAST,
-        "--dataset",
-        str(dataset),
-        "--outdir",
-        str(outdir),
-        "--steps",
-        "2",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = _only_run_dir(outdir)
-    data = _load(run_dir / "checkpoints" / "ckpt-00000002-train.pkl")
+    SCRIPT.train_two_processes(["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "2"])
+    run_dir = only_run_dir(outdir)
+    data = load_pickle(run_dir / "checkpoints" / "ckpt-00000002-train.pkl")
     assert data["world_size"] == 2 and len(data["rng_states"]) == 2
     # Each rank's digest of its own G, D and G_ema, gathered at the snapshot, equals the pickled networks'.
     expected = tu.combined_digest({"G": data["G"], "D": data["D"], "G_ema": data["G_ema"]})
@@ -205,52 +113,45 @@ def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
 # Bad input: a clear error naming the option, before anything is written.
 
 
-def _cli_error(args, outdir):
-    result = CliRunner().invoke(train_lres.main, [*FAST, "--outdir", str(outdir), *args])
-    assert result.exit_code != 0, result.output
-    assert not Path(outdir).exists() or not any(p.is_dir() for p in Path(outdir).iterdir())  # No run dir made.
-    return result.output
-
-
 def test_error_batch_not_divisible(dataset, tmp_path):
-    out = _cli_error(["--dataset", str(dataset), "--batch", "3", "--grad-accum", "2"], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "--batch", "3", "--grad-accum", "2"], tmp_path / "o")
     assert "--batch must be divisible by world size x --grad-accum = 1 x 2 = 2, got 3" in out
 
 
 def test_error_dataset_without_low_res(tmp_path):
     root = make_tiny_dataset(tmp_path, num_videos=1, num_frames=20, resolutions=((144, 256),))
-    out = _cli_error(["--dataset", str(root)], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(root)], tmp_path / "o")
     assert "--dataset" in out and "0036x0064" in out
 
 
 def test_error_no_clip_long_enough(tmp_path):
     root = make_tiny_dataset(tmp_path, num_videos=2, num_frames=[10, 12])
-    out = _cli_error(["--dataset", str(root)], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(root)], tmp_path / "o")
     assert "--dataset" in out and "16 frames" in out and "longest with 12 frames" in out
 
 
 def test_error_resume_missing_truncated_wrong_phase(dataset, tmp_path, full_run):
-    out = _cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "nope.pkl")], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "nope.pkl")], tmp_path / "o")
     assert "--resume" in out and "nope.pkl' does not exist" in out
     good = (full_run[0] / "checkpoints" / "ckpt-00000002-train.pkl").read_bytes()
     (tmp_path / "cut.pkl").write_bytes(good[: len(good) // 2])
-    out = _cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "cut.pkl")], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "cut.pkl")], tmp_path / "o")
     assert "--resume" in out and "truncated" in out
     data = pickle.loads(good)
     data["phase"] = "sres"
     (tmp_path / "sres.pkl").write_bytes(pickle.dumps(data))
-    out = _cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "sres.pkl")], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "sres.pkl")], tmp_path / "o")
     assert "--resume" in out and "sres checkpoint" in out and "lres training" in out
 
 
 def test_error_unknown_metric(dataset, tmp_path):
-    out = _cli_error(["--dataset", str(dataset), "-m", "fvd9"], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "-m", "fvd9"], tmp_path / "o")
     assert "--metric: unknown name 'fvd9'; valid:" in out and "fvd2048_16f" in out
 
 
 def test_error_outdir_not_writable(dataset, tmp_path):
     (tmp_path / "file").write_text("not a directory")
-    out = _cli_error(["--dataset", str(dataset)], tmp_path / "file" / "runs")
+    out = SCRIPT.cli_error(["--dataset", str(dataset)], tmp_path / "file" / "runs")
     assert "--outdir" in out and "not writable" in out
 
 

@@ -5,11 +5,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
@@ -19,53 +14,13 @@ from click.testing import CliRunner
 import train_sres
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
+from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 LR, HR = (9, 16), (36, 64)  # Resolutions of the tiny sres networks.
 # Tiny networks (2 hr frames + 4 lr context frames on each side), 2 clips per step, a tick every 2 steps, G-EMA and
 # train pickles every 4 steps.
-FAST = [
-    "--preset",
-    "tiny",
-    "--device",
-    "cpu",
-    "--workers",
-    "0",
-    "--batch",
-    "2",
-    "--tick",
-    "2",
-    "--snap",
-    "2",
-    "--train-snap",
-    "2",
-    "--wandb",
-    "off",
-]
-
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _train(args, timeout=600):
-    cmd = [sys.executable, str(ROOT / "train_sres.py"), *FAST, *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-def _only_run_dir(outdir):
-    runs = sorted(p for p in Path(outdir).iterdir() if p.is_dir())
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def _load(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
+FAST = [*TINY_CPU, "--batch", "2", "--tick", "2", "--snap", "2", "--train-snap", "2"]
+SCRIPT = TrainScript(train_sres, FAST)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +32,8 @@ def dataset(tmp_path_factory):
 def full_run(dataset, tmp_path_factory):
     """Eight uninterrupted steps (pickles at steps 0, 4 and 8; ADA updates at steps 0 and 4)."""
     outdir = tmp_path_factory.mktemp("sres_full")
-    _train(["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "8"])
-    return _only_run_dir(outdir)
+    SCRIPT.train(["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "8"])
+    return only_run_dir(outdir)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -102,12 +57,12 @@ def test_tiny_run_writes_checkpoints_and_samples(full_run):
     reader = imageio_ffmpeg.read_frames(str(run_dir / "samples" / "real-lr.mp4"))
     assert next(reader)["size"] == (256, 144) and sum(1 for _ in reader) == 16  # 9x16 x16; 8 + 2 x 4 context frames.
 
-    G = _load(run_dir / "checkpoints" / "ckpt-00000008-G-ema.pkl")
+    G = load_pickle(run_dir / "checkpoints" / "ckpt-00000008-G-ema.pkl")
     assert type(G).__name__ == "VideoGenerator" and not G.training
     with torch.no_grad():
         assert G(torch.zeros(1, 3, 10, *LR)).shape == (1, 3, 2, *HR)
 
-    data = _load(run_dir / "checkpoints" / "ckpt-00000008-train.pkl")
+    data = load_pickle(run_dir / "checkpoints" / "ckpt-00000008-train.pkl")
     assert data["phase"] == "sres" and data["step"] == 8
     assert type(data["augment"]).__name__ == "AugmentPipe" and type(data["in_augment"]).__name__ == "AugmentPipe"
     assert float(data["in_augment"].p) == 0.5
@@ -122,56 +77,21 @@ def test_tiny_run_writes_checkpoints_and_samples(full_run):
 def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
     outdir = tmp_path / "killed"
     args = ["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "8"]
-    cmd = [sys.executable, str(ROOT / "train_sres.py"), *FAST, *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 600
-        while not list(outdir.glob("*/checkpoints/ckpt-00000004-train.pkl")):
-            assert proc.poll() is None, "training ended before its step-4 checkpoint"
-            assert time.time() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    run_dir = _only_run_dir(outdir)
-    for path in (run_dir / "checkpoints").glob("ckpt-00000008-*"):  # Had the kill come late, drop what came after.
-        path.unlink()
+    run_dir = SCRIPT.kill_after_checkpoint(args, outdir, step=4, poll_s=0.02)
 
-    _train(args)
-    a = _load(run_dir / "checkpoints" / "ckpt-00000008-train.pkl")
-    b = _load(full_run / "checkpoints" / "ckpt-00000008-train.pkl")
-    for name in ("G", "D", "G_ema", "augment", "in_augment"):
-        assert tu.module_digest(a[name]) == tu.module_digest(b[name]), name
-    for opt in ("G_opt", "D_opt"):
-        for k, state in a[opt]["state"].items():
-            for key, value in state.items():
-                assert torch.equal(torch.as_tensor(value), torch.as_tensor(b[opt]["state"][k][key])), (opt, k, key)
-    assert torch.equal(a["rng_states"][0]["torch_cpu"], b["rng_states"][0]["torch_cpu"])
-    assert a["loader_position"] == b["loader_position"]
+    SCRIPT.train(args)
+    assert_same_state(
+        load_pickle(run_dir / "checkpoints" / "ckpt-00000008-train.pkl"),
+        load_pickle(full_run / "checkpoints" / "ckpt-00000008-train.pkl"),
+        modules=("G", "D", "G_ema", "augment", "in_augment"),
+    )
 
 
 @pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     outdir = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "train_sres.py"),
-        *FAST,
-        "--dataset",
-        str(dataset),
-        "--outdir",
-        str(outdir),
-        "--steps",
-        "4",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = _load(_only_run_dir(outdir) / "checkpoints" / "ckpt-00000004-train.pkl")
+    SCRIPT.train_two_processes(["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "4"])
+    data = load_pickle(only_run_dir(outdir) / "checkpoints" / "ckpt-00000004-train.pkl")
     modules = {k: data[k] for k in ("G", "D", "G_ema", "augment", "in_augment")}
     assert data["world_size"] == 2 and data["rank_digests"] == [tu.combined_digest(modules)] * 2
 
@@ -180,19 +100,12 @@ def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
 # Bad input: a clear error naming the option, before anything is written.
 
 
-def _cli_error(args, outdir):
-    result = CliRunner().invoke(train_sres.main, [*FAST, "--outdir", str(outdir), *args])
-    assert result.exit_code != 0, result.output
-    assert not Path(outdir).exists() or not any(p.is_dir() for p in Path(outdir).iterdir())
-    return result.output
-
-
 def test_error_missing_resolution_named(tmp_path):
     lr_only = make_tiny_dataset(tmp_path / "a", num_videos=1, num_frames=12, resolutions=(LR,))
-    out = _cli_error(["--dataset", str(lr_only)], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(lr_only)], tmp_path / "o")
     assert "--dataset" in out and "0036x0064" in out
     hr_only = make_tiny_dataset(tmp_path / "b", num_videos=1, num_frames=12, resolutions=(HR,))
-    out = _cli_error(["--dataset", str(hr_only)], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(hr_only)], tmp_path / "o")
     assert "--dataset" in out and "0009x0016" in out
 
 
@@ -200,22 +113,22 @@ def test_error_resolutions_list_different_clips(tmp_path):
     root = make_tiny_dataset(tmp_path / "a", num_videos=2, num_frames=12, resolutions=(LR,))
     other = make_tiny_dataset(tmp_path / "b", num_videos=3, num_frames=12, resolutions=(HR,))
     shutil.copytree(other / "0036x0064", root / "0036x0064")
-    out = _cli_error(["--dataset", str(root)], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(root)], tmp_path / "o")
     assert "--dataset" in out and "video_0002" in out and "same clips" in out
 
 
 def test_error_no_clip_long_enough(tmp_path):
     root = make_tiny_dataset(tmp_path, num_videos=2, num_frames=8, resolutions=(LR, HR))
-    out = _cli_error(["--dataset", str(root)], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(root)], tmp_path / "o")
     assert "--dataset" in out and "10 frames" in out and "longest with 8 frames" in out
 
 
 def test_error_batch_and_resume(dataset, tmp_path):
-    out = _cli_error(["--dataset", str(dataset), "--batch", "3", "--grad-accum", "2"], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "--batch", "3", "--grad-accum", "2"], tmp_path / "o")
     assert "--batch must be divisible by" in out
     lres_pickle = {k: 0 for k in tu.TRAIN_PICKLE_KEYS} | {"phase": "lres"}
     (tmp_path / "lres.pkl").write_bytes(pickle.dumps(lres_pickle))
-    out = _cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "lres.pkl")], tmp_path / "o")
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "lres.pkl")], tmp_path / "o")
     assert "--resume" in out and "lres checkpoint" in out and "sres training" in out
 
 
