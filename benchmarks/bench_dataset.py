@@ -9,7 +9,6 @@ Builds its own synthetic dataset in a temporary directory, then times seeded shu
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -20,20 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cpu_description  # noqa: E402
 from dataset_tools.make_synthetic_dataset import make_synthetic_dataset  # noqa: E402
 from long_video_gan.dataset import VideoDataset, VideoDatasetTwoRes  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_loader(dataset, batch_size: int, workers: int, seconds: float, warmup_batches: int = 2) -> float:
@@ -70,9 +60,10 @@ def time_loader(dataset, batch_size: int, workers: int, seconds: float, warmup_b
 @click.option("--num-frames", type=int, default=136, show_default=True, help="Frames per synthetic clip.")
 def main(workers, batch, seconds, num_videos, num_frames):
     """Print clips/s for 128-frame 36x64 clips (lres), 8-frame 144x256 clips, and the sres pairs."""
+    machine = cpu_description()
     print(
-        f"CPU: {cpu_model()} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
-        f"{workers} workers, batch {batch}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"CPU: {machine['cpu']} ({machine['threads']} torch threads), torch {machine['torch']}, "
+        f"{workers} workers, batch {batch}; load average {os.getloadavg()[0]:.1f} on {machine['cores']} cores"
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

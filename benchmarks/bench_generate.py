@@ -15,7 +15,6 @@ Examples:
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -25,12 +24,10 @@ import click
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import cpu_description, peak_rss_gib  # noqa: E402
+
 # ----------------------------------------------------------------------------
 # Worker: one configuration in this process.
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB.
 
 
 def _rss_now_mb() -> float:
@@ -88,7 +85,8 @@ def _worker(config: dict) -> dict:
         torch.cuda.synchronize(device)
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     seconds = time.perf_counter() - start
-    result.update(seconds=seconds, fps=num_frames / seconds, peak_rss_mb=_peak_rss_mb())
+    # The worker's own peak (VmHWM): its ru_maxrss, or the parent's RUSAGE_CHILDREN, would include the parent's peak.
+    result.update(seconds=seconds, fps=num_frames / seconds, peak_rss_mb=peak_rss_gib() * 1024)
     return result
 
 
@@ -105,10 +103,7 @@ def _run_in_subprocess(config: dict) -> dict:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {config}:\n{proc.stderr[-4000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    # The parent's view of the same peak (the largest among finished children so far).
-    result["children_max_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return result
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _parse_list(value: str) -> list[int]:
@@ -141,9 +136,10 @@ def main(lres_frames, window, oneshot, sres_frames, segment, device, threads, js
     if sres_frames > 0:
         configs.append(dict(kind="sres_stream", frames=sres_frames, segment=segment, device=device, threads=threads))
 
+    machine = cpu_description()
     print(
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{threads or torch.get_num_threads()} threads, device {device}, load average {os.getloadavg()[0]:.1f}"
+        f"Machine: {platform.node()}, {machine['cpu']}, {machine['cores']} CPUs, torch {machine['torch']}, "
+        f"{threads or machine['threads']} threads, device {device}, load average {os.getloadavg()[0]:.1f}"
     )
     columns = ["frames", "window", "seconds", "frames/s", "peak RSS MB", "RSS built"]
     widths = [7, 7, 9, 9, 12, 12]
@@ -151,6 +147,9 @@ def main(lres_frames, window, oneshot, sres_frames, segment, device, threads, js
     results = []
     for config in configs:
         r = _run_in_subprocess(config)
+        # The largest peak among the finished workers so far (formerly the parent's RUSAGE_CHILDREN ru_maxrss, which
+        # also counted the parent's own peak).
+        r["children_max_rss_mb"] = max([r["peak_rss_mb"]] + [q["peak_rss_mb"] for q in results])
         results.append(r)
         step = r.get("window", r.get("segment", "-"))
         print(

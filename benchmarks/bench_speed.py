@@ -19,8 +19,6 @@ import copy
 import json
 import math
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
@@ -32,24 +30,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import FLAGS_OF_INTEREST, cpu_description, peak_rss_gib  # noqa: E402
 from long_video_gan import generator_lres, generator_sres  # noqa: E402
 from torch_utils.ops import fast_cpu  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Machine.
-
-FLAGS_OF_INTEREST = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 4096, reps: int = 3) -> float:
@@ -311,23 +297,6 @@ def _rss_child(segment: int, dtype: str, tiny: bool) -> None:
     print(json.dumps(dict(segment=segment, dtype=dtype, peak_rss_gib=peak_rss_gib(), seconds=seconds)))
 
 
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process in GiB.
-
-    Reads VmHWM from /proc/self/status: ru_maxrss of a process started by fork and exec also counts the parent's peak
-    at the time of the fork (Linux carries it over at exec), which would make a fresh process look as big as its
-    parent.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB.
-
-
 def measure_segment_rss(segment: int, dtype: str, tiny: bool = False) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", str(segment), "--rss-dtype", dtype]
     cmd += ["--tiny"] if tiny else []
@@ -413,10 +382,10 @@ def main(sres_frames, lres_lengths, repeats, no_ref_above, run_ref, bf16, rss_se
     elif bf16 and not bf16_ok:
         print(f"Warning: --bf16 on a CPU without native bf16 ({bf16_reason}).")
 
-    flags = fast_cpu.cpu_flags()
-    print(f"CPU: {cpu_model()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
-    print("Flags: " + ", ".join(f"{name}={'yes' if name in flags else 'no'}" for name in FLAGS_OF_INTEREST))
+    machine = cpu_description()
+    print(f"CPU: {machine['cpu']}; {machine['cores']} logical CPUs; torch {machine['torch']}, "
+          f"{machine['threads']} threads, capability {machine['capability']}")  # fmt: skip
+    print("Flags: " + ", ".join(f"{name}={'yes' if name in machine['flags'] else 'no'}" for name in FLAGS_OF_INTEREST))
     print(f"bf16: {bf16_reason}")
     print(f"Load average before: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     fast_ok = fast_cpu._init()
@@ -425,8 +394,8 @@ def main(sres_frames, lres_lengths, repeats, no_ref_above, run_ref, bf16, rss_se
     peak16 = matmul_peak(torch.bfloat16) if bf16 else None
     print(f"Matmul peak: fp32 {peak32:.0f} GFLOP/s" + (f", bf16 {peak16:.0f} GFLOP/s" if peak16 else ""), flush=True)
 
-    results = dict(cpu=cpu_model(), flags=sorted(flags & set(FLAGS_OF_INTEREST)), threads=torch.get_num_threads(),
-                   peak_fp32=peak32, peak_bf16=peak16)  # fmt: skip
+    results = dict(cpu=machine["cpu"], flags=sorted(machine["flags"]), threads=machine["threads"], peak_fp32=peak32,
+                   peak_bf16=peak16, machine=machine)  # fmt: skip
     with torch.no_grad():
         if sres_frames > 0:
             results["sres"] = bench_sres(sres_frames, repeats, run_ref, bf16, tiny)

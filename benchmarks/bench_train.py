@@ -16,7 +16,6 @@ uint8 codes saved for backward); LVG_FAST_CPU=0 uses the reference ops instead, 
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,51 +26,9 @@ import click
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import cpu_description, peak_rss_gib  # noqa: E402
+
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def cpu_description() -> dict:
-    """CPU model, core count and the instruction sets torch uses."""
-    import torch
-
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    flags = []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    flags = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if x in have]
-                    break
-    except OSError:
-        pass
-    return dict(
-        cpu=model,
-        cores=os.cpu_count(),
-        torch=torch.__version__,
-        threads=torch.get_num_threads(),
-        capability=torch.backends.cpu.get_cpu_capability(),
-        mkldnn=torch.backends.mkldnn.is_available(),
-        flags=flags,
-    )
-
-
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process in GiB, from VmHWM (ru_maxrss of a fork+exec child would also count the
-    parent's peak at the fork)."""
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
 
 
 def _worker(
