@@ -146,6 +146,45 @@ def report(name: str, frames: int, work: float, seconds: float, peaks: dict, ref
     return row
 
 
+def time_repeats(run, warm_up, frames: int, work: float, repeats: int, run_ref: bool, bf16: bool) -> list:
+    """Warm up the fast paths with `warm_up()` (fp32, and bf16 with `bf16`), then `repeats` times: time `run()` (a
+    call producing `frames` frames of `work` GFLOP each) on the fast path, on the reference path with `run_ref`, and
+    in bf16 with `bf16`, each between two peak measurements. Prints a line per timed path; returns a row per repeat
+    (the fast fp32 figures, with the reference's under "ref" and bf16's under "bf16")."""
+    warm_up()
+    if bf16:
+        with fast_cpu.conv_dtype(torch.bfloat16):
+            warm_up()
+    rows = []
+    for rep in range(repeats):
+        print(f" repeat {rep + 1}/{repeats}", flush=True)
+        t_fast, y_fast, peak = timed_with_peak(run)
+        t_ref = None
+        if run_ref:
+            with fast_cpu.disabled():
+                t_ref, y_ref, peak_ref = timed_with_peak(run)
+            ref_row = report("reference fp32", frames, work, t_ref, peak_ref)
+        row = report("fast fp32", frames, work, t_fast, peak, t_ref)
+        if run_ref:
+            row["ref"] = ref_row
+            row["max_abs_diff"] = (y_fast - y_ref).abs().max().item()
+            print(f"  fast vs reference: max abs diff {row['max_abs_diff']:.2e}", flush=True)
+            del y_ref  # Freed before the bf16 run: a long low-res video's reference output is large.
+        if bf16:
+            with fast_cpu.conv_dtype(torch.bfloat16):
+                t16, y16, peak16 = timed_with_peak(run, torch.bfloat16)
+            row16 = report("fast bf16", frames, work, t16, peak16, t_ref)
+            row16["psnr_uint8"], row16["psnr_float"] = psnr(y16, y_fast)
+            print(
+                f"  bf16 vs fp32 frames: PSNR {row16['psnr_uint8']:.1f} dB (uint8 frames), "
+                f"{row16['psnr_float']:.1f} dB (float, over the fp32 range)",
+                flush=True,
+            )
+            row["bf16"] = row16
+        rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Generators.
 
@@ -163,38 +202,14 @@ def bench_sres(frames: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool 
         f"convolutions (the reference path adds {depthwise:.1f} GFLOP/frame of depthwise filtering)",
         flush=True,
     )
-    # Warm-up of the fast paths (kernel build, weight caches, convolution primitives) on one frame.
-    G.SG3(z, lr[:, :, : 1 + context])
-    if bf16:
-        with fast_cpu.conv_dtype(torch.bfloat16):
-            G.SG3(z, lr[:, :, : 1 + context])
-    rows = []
-    for rep in range(repeats):
-        print(f" repeat {rep + 1}/{repeats}", flush=True)
-        t_fast, y_fast, peak = timed_with_peak(lambda: G.SG3(z, lr))
-        t_ref = None
-        if run_ref:
-            with fast_cpu.disabled():
-                t_ref, y_ref, peak_ref = timed_with_peak(lambda: G.SG3(z, lr))
-            ref_row = report("reference fp32", frames, work, t_ref, peak_ref)
-        row = report("fast fp32", frames, work, t_fast, peak, t_ref)
-        if run_ref:
-            row["ref"] = ref_row
-        if run_ref:
-            row["max_abs_diff"] = (y_fast - y_ref).abs().max().item()
-            print(f"  fast vs reference: max abs diff {row['max_abs_diff']:.2e}", flush=True)
-        if bf16:
-            with fast_cpu.conv_dtype(torch.bfloat16):
-                t16, y16, peak16 = timed_with_peak(lambda: G.SG3(z, lr), torch.bfloat16)
-            row16 = report("fast bf16", frames, work, t16, peak16, t_ref)
-            row16["psnr_uint8"], row16["psnr_float"] = psnr(y16, y_fast)
-            print(
-                f"  bf16 vs fp32 frames: PSNR {row16['psnr_uint8']:.1f} dB (uint8 frames), "
-                f"{row16['psnr_float']:.1f} dB (float, over the fp32 range)",
-                flush=True,
-            )
-            row["bf16"] = row16
-        rows.append(row)
+
+    def run():
+        return G.SG3(z, lr)
+
+    def warm_up():  # Of the fast paths (kernel build, weight caches, convolution primitives), on one frame.
+        return G.SG3(z, lr[:, :, : 1 + context])
+
+    rows = time_repeats(run, warm_up, frames, work, repeats, run_ref, bf16)
     size = f"{G.hr_width}x{G.hr_height}"
     return dict(size=size, work_gflop_per_frame=work, depthwise_gflop_per_frame=depthwise, repeats=rows)
 
@@ -215,39 +230,7 @@ def bench_lres(length: int, repeats: int, run_ref: bool, bf16: bool, tiny: bool 
     def run(seq_length=length):
         return G(1, seq_length, generator_emb=torch.Generator().manual_seed(2))
 
-    # Warm-up of the fast paths on a short video.
-    run(32)
-    if bf16:
-        with fast_cpu.conv_dtype(torch.bfloat16):
-            run(32)
-    rows = []
-    for rep in range(repeats):
-        print(f" repeat {rep + 1}/{repeats}", flush=True)
-        t_fast, y_fast, peak = timed_with_peak(run)
-        t_ref = None
-        if run_ref:
-            with fast_cpu.disabled():
-                t_ref, y_ref, peak_ref = timed_with_peak(run)
-            ref_row = report("reference fp32", length, work, t_ref, peak_ref)
-        row = report("fast fp32", length, work, t_fast, peak, t_ref)
-        if run_ref:
-            row["ref"] = ref_row
-        if run_ref:
-            row["max_abs_diff"] = (y_fast - y_ref).abs().max().item()
-            print(f"  fast vs reference: max abs diff {row['max_abs_diff']:.2e}", flush=True)
-            del y_ref
-        if bf16:
-            with fast_cpu.conv_dtype(torch.bfloat16):
-                t16, y16, peak16 = timed_with_peak(run, torch.bfloat16)
-            row16 = report("fast bf16", length, work, t16, peak16, t_ref)
-            row16["psnr_uint8"], row16["psnr_float"] = psnr(y16, y_fast)
-            print(
-                f"  bf16 vs fp32 frames: PSNR {row16['psnr_uint8']:.1f} dB (uint8 frames), "
-                f"{row16['psnr_float']:.1f} dB (float, over the fp32 range)",
-                flush=True,
-            )
-            row["bf16"] = row16
-        rows.append(row)
+    rows = time_repeats(run, lambda: run(32), length, work, repeats, run_ref, bf16)  # Warm-up on a short video.
     return dict(length=length, work_gflop_per_frame=work, repeats=rows)
 
 
