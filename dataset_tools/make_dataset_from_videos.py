@@ -71,6 +71,16 @@ def make_dataset_from_videos(
     videos = list_videos(input_dir)
     if len(videos) == 0:
         raise FileNotFoundError(f"input_dir {str(input_dir)!r} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
+    by_clip = {}
+    for path, rel in videos:  # Checked over all videos, so every partition refuses the same input alike.
+        by_clip.setdefault(clip_path_of(rel), []).append(str(rel))
+    clashes = {clip: rels for clip, rels in by_clip.items() if len(rels) > 1}
+    if clashes:
+        clip, rels = next(iter(sorted(clashes.items())))
+        raise ValueError(
+            f"input_dir {str(input_dir)!r}: videos {' and '.join(rels)} map to the same clip path {clip!r} (the path "
+            f"without its extension); rename or move one of them ({len(clashes)} clip path(s) clash)"
+        )
     selected = partition_items(videos, partition, num_partitions)
     tasks = [(str(path), clip_path_of(rel), trim_start, trim_end, fps) for path, rel in selected]
     return pipeline.convert_partition(
@@ -152,8 +162,6 @@ def main(
             workers=workers,
             overwrite=overwrite,
         ),
-        # Unlike the other tools, a ValueError here (e.g. two videos mapping to one clip path) keeps its traceback.
-        errors=(FileNotFoundError, RuntimeError),
     )
 
 

@@ -156,6 +156,19 @@ def test_unreadable_video_is_skipped(tmp_path):
     assert list(listing) == ["good"] and len(listing["good"]) == 15
 
 
+def test_videos_mapping_to_one_clip_are_refused_up_front(tmp_path):
+    src = tmp_path / "videos"
+    make_lavfi_video(src / "a.mp4", seconds=0.2, size="64x36")
+    shutil.copy(src / "a.mp4", src / "a.mov")  # Same clip path "a" once the extension is dropped.
+    make_lavfi_video(src / "b.mp4", seconds=0.2, size="64x36")
+    args = [str(src), str(tmp_path / "data"), "--height", "36", "--width", "64", "--num-partitions", "2"]
+    for partition in ("0", "1"):  # Also the partition that does not hold the clashing videos.
+        result = CliRunner().invoke(make_dataset_from_videos.main, args + ["--partition", partition])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output  # An Error: line.
+        assert "a.mov and a.mp4" in result.output and "same clip path 'a'" in result.output, result.output
+    assert not list((tmp_path / "data").rglob("*.zip"))
+
+
 def test_fps_resampling_and_trim(tmp_path):
     src = tmp_path / "videos"
     make_lavfi_video(src / "v.mp4", seconds=2, size="64x36", fps=30)  # Frames at t = k / 30, k < 60.
