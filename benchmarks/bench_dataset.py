@@ -60,6 +60,14 @@ def time_loader(dataset, batch_size: int, workers: int, seconds: float, warmup_b
 @click.option("--num-frames", type=int, default=136, show_default=True, help="Frames per synthetic clip.")
 def main(workers, batch, seconds, num_videos, num_frames):
     """Print clips/s for 128-frame 36x64 clips (lres), 8-frame 144x256 clips, and the sres pairs."""
+    for name, value, least in (
+        ("--batch", batch, 1),
+        ("--num-videos", num_videos, batch),
+        ("--num-frames", num_frames, 128),
+    ):
+        if value < least:
+            # Fewer clips than one batch: the loader (drop_last) would never yield and the timing loop never end.
+            raise click.BadParameter(f"must be at least {least} here, got {value}", param_hint=name)
     machine = cpu_description()
     print(
         f"CPU: {machine['cpu']} ({machine['threads']} torch threads), torch {machine['torch']}, "
