@@ -268,6 +268,25 @@ def test_cpu_training_path_float32_gradcheck_and_switches():
         assert type(FL.filtered_lrelu(x, fu, fd, b, **kwargs).grad_fn).__name__ != "FilteredLReluBackward"
 
 
+def test_cpu_training_path_float32_channel_chunks(monkeypatch):
+    # float32 runs the passes through the polyphase kernel, here on channel slices (non-contiguous views).
+    x = _rand([2, 6, 11, 13], seed=31).float().requires_grad_(True)
+    b = _rand([6], seed=32).float().requires_grad_(True)
+    f = _rand([8], seed=33).float()
+    kwargs = dict(up=4, down=2, padding=[5, 4, 3, 6], clamp=1.0)
+
+    def run():
+        y = FL.filtered_lrelu(x, f, f, b, **kwargs)
+        return (y,) + torch.autograd.grad(y, (x, b), _rand(y.shape, seed=34).float())
+
+    whole = run()
+    monkeypatch.setattr(FL, "_cpu_chunk_samples", 1)
+    chunked = run()
+    for a, c in zip(whole, chunked):
+        assert torch.equal(a, c)
+    torch.testing.assert_close(whole[0], FL.filtered_lrelu(x, f, f, b, impl="ref", **kwargs), rtol=1e-5, atol=1e-5)
+
+
 def test_cpu_training_path_saves_codes_not_float_intermediates():
     # A synthesis layer's shape (SPEC §2.6, layer 7: 4x up, 2x down), scaled down: the reference path keeps float
     # tensors of the 4x up-sampled size for backward; the training path keeps one uint8 code per such sample.
