@@ -19,13 +19,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE_DICTS = os.path.join(REPO_ROOT, "..", "shared", "reference", "state_dicts")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny convolutions gain nothing from threads on the shared 2-core machine; oversubscription only slows them.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
 
 def _tiny_D(seed: int = 0, seq_length: int = 16, **overrides) -> VideoDiscriminator:

@@ -15,13 +15,7 @@ from torch_utils import persistence
 # Helpers.
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # See tests/test_streaming.py: on 2 shared cores one thread is faster and steadier for tiny networks.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
 
 @pytest.fixture(scope="module")

@@ -49,13 +49,7 @@ def _read_tsv(name: str) -> list:
         return [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny convolutions gain nothing from threads on the shared 2-core machine; oversubscription only slows them.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
 
 @pytest.fixture(scope="module")

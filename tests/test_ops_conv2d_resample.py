@@ -6,43 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.op_utils import slow_upfirdn2d
 from torch_utils.ops import conv2d_resample as CR
 from torch_utils.ops import upfirdn2d as U
 
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP start-up and contention costs on a busy machine."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
-
-def slow_upfirdn2d(x, f, up=1, down=1, padding=(0, 0, 0, 0), flip_filter=False, gain=1.0):
-    """Direct evaluation of upfirdn: loops over output pixels and taps; input samples addressed by coordinates."""
-    N, C, H, W = x.shape
-    x0, x1, y0, y1 = padding
-    taps = np.ones((1, 1)) if f is None else (np.outer(f, f) if f.ndim == 1 else f)
-    taps = taps * gain
-    fh, fw = taps.shape
-
-    def padded(Y, X):
-        Yu, Xu = Y - y0, X - x0
-        if Yu < 0 or Xu < 0 or Yu >= H * up or Xu >= W * up or Yu % up or Xu % up:
-            return np.zeros((N, C))
-        return x[:, :, Yu // up, Xu // up]
-
-    out = np.zeros((N, C, (H * up + y0 + y1 - fh) // down + 1, (W * up + x0 + x1 - fw) // down + 1))
-    for oy in range(out.shape[2]):
-        for ox in range(out.shape[3]):
-            for ky in range(fh):
-                for kx in range(fw):
-                    tap = taps[ky, kx] if flip_filter else taps[fh - 1 - ky, fw - 1 - kx]
-                    out[:, :, oy, ox] += tap * padded(oy * down + ky, ox * down + kx)
-    return out
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
 
 def slow_conv2d(x, w, groups, flip_weight):

@@ -5,48 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.op_utils import slow_upfirdn2d
 from torch_utils.ops import filtered_lrelu as FL
 
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP start-up and contention costs on a busy machine."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def slow_upfirdn2d(x, f, up=1, down=1, padding=(0, 0, 0, 0), flip_filter=False, gain=1.0):
-    """Direct evaluation of upfirdn: loops over output pixels and taps; input samples addressed by coordinates."""
-    N, C, H, W = x.shape
-    upx, upy = _pair(up)
-    downx, downy = _pair(down)
-    x0, x1, y0, y1 = padding
-    taps = np.ones((1, 1)) if f is None else (np.outer(f, f) if f.ndim == 1 else f)
-    taps = taps * gain
-    fh, fw = taps.shape
-
-    def padded(Y, X):
-        Yu, Xu = Y - y0, X - x0
-        if Yu < 0 or Xu < 0 or Yu >= H * upy or Xu >= W * upx or Yu % upy or Xu % upx:
-            return np.zeros((N, C))
-        return x[:, :, Yu // upy, Xu // upx]
-
-    out = np.zeros((N, C, (H * upy + y0 + y1 - fh) // downy + 1, (W * upx + x0 + x1 - fw) // downx + 1))
-    for oy in range(out.shape[2]):
-        for ox in range(out.shape[3]):
-            for ky in range(fh):
-                for kx in range(fw):
-                    tap = taps[ky, kx] if flip_filter else taps[fh - 1 - ky, fw - 1 - kx]
-                    out[:, :, oy, ox] += tap * padded(oy * downy + ky, ox * downx + kx)
-    return out
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
 
 def slow_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):

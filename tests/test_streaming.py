@@ -9,14 +9,7 @@ from long_video_gan import generator_lres, generator_sres, streaming
 # Helpers.
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # The suite shares 2 cores; with other processes running, multi-threaded small convolutions spend most of their
-    # time waiting at thread barriers, so one thread is both faster and steadier here.
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
 
 def tiny_lres(seed: int = 0, bias_std: float = 0.05, **overrides) -> torch.nn.Module:
