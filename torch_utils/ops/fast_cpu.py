@@ -13,9 +13,10 @@ rounding) but skips work the reference does only for simplicity:
 
 The fast paths are used only for inference on CPU: tensors on the CPU, float32 or bfloat16, and no gradient
 required. (Training on the CPU reaches the polyphase `upfirdn2d` too, through the autograd Function of
-`filtered_lrelu._filtered_lrelu_cpu`, whose forward and backward passes run without gradient recording.) The ops' `impl="ref"` still forces the reference path, and fast paths are off when the environment variable
-`LVG_FAST_CPU=0` is set or after `set_enabled(False)`. If the C++ kernel cannot be built, the resampling ops fall
-back to the reference path (with one warning).
+`filtered_lrelu._filtered_lrelu_cpu`, whose forward and backward passes run without gradient recording.) The ops'
+`impl="ref"` still forces the reference path, and fast paths are off when the environment variable `LVG_FAST_CPU=0`
+is set or after `set_enabled(False)`. If the C++ kernel cannot be built, the resampling ops fall back to the
+reference path (with one warning).
 
 Example, timing both paths of a network in one process:
 
