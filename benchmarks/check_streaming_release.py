@@ -36,8 +36,10 @@ def check_lres(G: torch.nn.Module, num_frames: int, window: int, seed: int) -> f
         video = torch.cat([c.video for c in chunks], dim=2)
         t_stream = time.time() - start
     diff = (video - ref[:, :, :num_frames]).abs().max().item()
-    print(f"lres  {num_frames} frames, window {window}: max abs diff {diff:.3g}  (one-shot {t_ref:.1f}s, "
-          f"streamed {t_stream:.1f}s)")
+    print(
+        f"lres  {num_frames} frames, window {window}: max abs diff {diff:.3g}  (one-shot {t_ref:.1f}s, "
+        f"streamed {t_stream:.1f}s)"
+    )
     return diff
 
 
@@ -52,14 +54,20 @@ def check_sres(G_lres: torch.nn.Module, G_sres: torch.nn.Module, num_frames: int
         t_ref = time.time() - start
         start = time.time()
         chunks = streaming.stream_video(
-            G_lres, G_sres, num_frames=num_frames, generator=torch.Generator().manual_seed(seed), window=64,
+            G_lres,
+            G_sres,
+            num_frames=num_frames,
+            generator=torch.Generator().manual_seed(seed),
+            window=64,
             segment_length=4,
         )
         hr = torch.cat([c.video for c in chunks], dim=2)
         t_stream = time.time() - start
     diff = (hr - hr_ref).abs().max().item()
-    print(f"sres  {num_frames} frames at {G_sres.hr_height}x{G_sres.hr_width}, segments of 4: max abs diff "
-          f"{diff:.3g}  (original {t_ref:.1f}s, streamed {t_stream:.1f}s)")
+    print(
+        f"sres  {num_frames} frames at {G_sres.hr_height}x{G_sres.hr_width}, segments of 4: max abs diff "
+        f"{diff:.3g}  (original {t_ref:.1f}s, streamed {t_stream:.1f}s)"
+    )
     return diff
 
 

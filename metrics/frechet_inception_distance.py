@@ -16,8 +16,9 @@ DETECTOR_KWARGS = dict(return_features=True)  # 2048-d pool features of Inceptio
 # ----------------------------------------------------------------------------
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     method: str = "sqrtm") -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, method: str = "sqrtm"
+) -> float:
     """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2·sqrtm(Σ1 Σ2)).
 
     method: "sqrtm" (the original: real part of scipy.linalg.sqrtm of the product; about a minute for 2048-d on a
@@ -29,8 +30,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"mean/covariance shapes do not match: {mu1.shape}, {sigma1.shape}, {mu2.shape}, "
-                         f"{sigma2.shape}")
+        raise ValueError(
+            f"mean/covariance shapes do not match: {mu1.shape}, {sigma1.shape}, {mu2.shape}, {sigma2.shape}"
+        )
     m = np.square(mu1 - mu2).sum()
     if method == "sqrtm":
         s = scipy.linalg.sqrtm(np.dot(sigma1, sigma2))
@@ -62,15 +64,24 @@ def frechet_distance_from_features(x1: np.ndarray, x2: np.ndarray) -> float:
     return float(np.square(mu1 - mu2).sum() + np.square(a).sum() + np.square(b).sum() - 2 * nuclear)
 
 
-def compute_fid(opts: metric_utils.MetricOptions, max_real: Optional[int], num_gen: int,
-                run_index: int = 0) -> float:
+def compute_fid(opts: metric_utils.MetricOptions, max_real: Optional[int], num_gen: int, run_index: int = 0) -> float:
     """FID between (weighted) real frames and num_gen generated frames (NaN on ranks other than 0)."""
     real = metric_utils.compute_feature_stats_for_dataset(
-        opts, "inception", DETECTOR_KWARGS, max_items=max_real, batch_size=64, use_weights=True,
+        opts,
+        "inception",
+        DETECTOR_KWARGS,
+        max_items=max_real,
+        batch_size=64,
+        use_weights=True,
         capture_mean_cov=True,
     )
     fake = metric_utils.compute_feature_stats_for_generator(
-        opts, "inception", DETECTOR_KWARGS, num_items=num_gen, batch_size=4, run_index=run_index,
+        opts,
+        "inception",
+        DETECTOR_KWARGS,
+        num_items=num_gen,
+        batch_size=4,
+        run_index=run_index,
         capture_mean_cov=True,
     )
     if opts.rank != 0:

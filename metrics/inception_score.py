@@ -25,7 +25,7 @@ def inception_score(probs: np.ndarray, num_splits: int = 10) -> Tuple[float, flo
     n = probs.shape[0]
     scores = []
     for i in range(num_splits):
-        part = probs[i * n // num_splits:(i + 1) * n // num_splits]
+        part = probs[i * n // num_splits : (i + 1) * n // num_splits]
         kl = part * (np.log(part) - np.log(np.mean(part, axis=0, keepdims=True)))
         scores.append(np.exp(np.mean(np.sum(kl, axis=1))))
     return float(np.mean(scores)), float(np.std(scores))
@@ -34,8 +34,14 @@ def inception_score(probs: np.ndarray, num_splits: int = 10) -> Tuple[float, flo
 def compute_is(opts: metric_utils.MetricOptions, num_gen: int, num_splits: int, run_index: int = 0) -> tuple:
     """(mean, std) Inception Score of num_gen generated frames (NaN on ranks other than 0)."""
     fake = metric_utils.compute_feature_stats_for_generator(
-        opts, "inception", DETECTOR_KWARGS, num_items=num_gen, batch_size=16, need_classifier=True,
-        run_index=run_index, capture_all=True,
+        opts,
+        "inception",
+        DETECTOR_KWARGS,
+        num_items=num_gen,
+        batch_size=16,
+        need_classifier=True,
+        run_index=run_index,
+        capture_all=True,
     )
     if opts.rank != 0:
         return float("nan"), float("nan")

@@ -15,8 +15,13 @@ DETECTOR_KWARGS = dict(return_features=True)
 # ----------------------------------------------------------------------------
 
 
-def kernel_distance(real_features: np.ndarray, gen_features: np.ndarray, num_subsets: int = 100,
-                    max_subset_size: int = 1000, rng: Optional[np.random.RandomState] = None) -> float:
+def kernel_distance(
+    real_features: np.ndarray,
+    gen_features: np.ndarray,
+    num_subsets: int = 100,
+    max_subset_size: int = 1000,
+    rng: Optional[np.random.RandomState] = None,
+) -> float:
     """KID of two feature sets [N, d]: for each subset draw m generated rows x, then m real rows y (without
     replacement), add [Σ_{i≠j} k(x_i,x_j) + Σ_{i≠j} k(y_i,y_j)]/(m−1) − 2·Σ k(x_i,y_j)/m; return Σ/(subsets·m)."""
     real_features = np.asarray(real_features, np.float64)
@@ -27,8 +32,9 @@ def kernel_distance(real_features: np.ndarray, gen_features: np.ndarray, num_sub
     n = real_features.shape[1]
     m = min(real_features.shape[0], gen_features.shape[0], max_subset_size)
     if m < 2:
-        raise ValueError(f"KID needs at least 2 real and 2 generated rows, got {real_features.shape[0]} and "
-                         f"{gen_features.shape[0]}")
+        raise ValueError(
+            f"KID needs at least 2 real and 2 generated rows, got {real_features.shape[0]} and {gen_features.shape[0]}"
+        )
     t = 0.0
     for _ in range(num_subsets):
         x = gen_features[rng.choice(gen_features.shape[0], m, replace=False)]
@@ -39,14 +45,30 @@ def kernel_distance(real_features: np.ndarray, gen_features: np.ndarray, num_sub
     return float(t / num_subsets / m)
 
 
-def compute_kid(opts: metric_utils.MetricOptions, max_real: Optional[int], num_gen: int, num_subsets: int,
-                max_subset_size: int, run_index: int = 0) -> float:
+def compute_kid(
+    opts: metric_utils.MetricOptions,
+    max_real: Optional[int],
+    num_gen: int,
+    num_subsets: int,
+    max_subset_size: int,
+    run_index: int = 0,
+) -> float:
     """KID ×1000 between real and generated frames (NaN on ranks other than 0)."""
     real = metric_utils.compute_feature_stats_for_dataset(
-        opts, "inception", DETECTOR_KWARGS, max_items=max_real, batch_size=64, capture_all=True,
+        opts,
+        "inception",
+        DETECTOR_KWARGS,
+        max_items=max_real,
+        batch_size=64,
+        capture_all=True,
     )
     fake = metric_utils.compute_feature_stats_for_generator(
-        opts, "inception", DETECTOR_KWARGS, num_items=num_gen, batch_size=16, run_index=run_index,
+        opts,
+        "inception",
+        DETECTOR_KWARGS,
+        num_items=num_gen,
+        batch_size=16,
+        run_index=run_index,
         capture_all=True,
     )
     if opts.rank != 0:

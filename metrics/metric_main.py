@@ -121,7 +121,10 @@ def report_metric(result_dict: dict, jsonl_path: Optional[str] = None, **extra) 
 @register_metric
 def fvd2048_16f(opts):
     fvd = frechet_video_distance.compute_fvd(
-        opts, max_real=_cap(2048, opts.max_real), num_gen=_num(2048, opts.num_gen), num_frames=16,
+        opts,
+        max_real=_cap(2048, opts.max_real),
+        num_gen=_num(2048, opts.num_gen),
+        num_frames=16,
         run_index=opts.run_index,
     )
     return dict(fvd2048_16f=fvd)
@@ -130,7 +133,10 @@ def fvd2048_16f(opts):
 @register_metric
 def fvd2048_128f(opts):
     fvd = frechet_video_distance.compute_fvd(
-        opts, max_real=_cap(2048, opts.max_real), num_gen=_num(2048, opts.num_gen), num_frames=128,
+        opts,
+        max_real=_cap(2048, opts.max_real),
+        num_gen=_num(2048, opts.num_gen),
+        num_frames=128,
         run_index=opts.run_index,
     )
     return dict(fvd2048_128f=fvd)
@@ -139,8 +145,12 @@ def fvd2048_128f(opts):
 @register_metric
 def fvd2048_128f_subsample8f(opts):
     fvd = frechet_video_distance.compute_fvd(
-        opts, max_real=_cap(2048, opts.max_real), num_gen=_num(2048, opts.num_gen), num_frames=16,
-        subsample_factor=8, run_index=opts.run_index,
+        opts,
+        max_real=_cap(2048, opts.max_real),
+        num_gen=_num(2048, opts.num_gen),
+        num_frames=16,
+        subsample_factor=8,
+        run_index=opts.run_index,
     )
     return dict(fvd2048_128f_subsample8f=fvd)
 
@@ -148,7 +158,11 @@ def fvd2048_128f_subsample8f(opts):
 @register_metric
 def isv2048_ucf(opts):
     mean, std = video_inception_score.compute_isv(
-        opts, num_gen=_num(2048, opts.num_gen), num_frames=16, num_splits=10, run_index=opts.run_index,
+        opts,
+        num_gen=_num(2048, opts.num_gen),
+        num_frames=16,
+        num_splits=10,
+        run_index=opts.run_index,
     )
     return dict(isv2048_ucf_mean=mean, isv2048_ucf_std=std)
 
@@ -160,7 +174,10 @@ def isv2048_ucf(opts):
 @register_metric
 def fid50k_full(opts):
     fid = frechet_inception_distance.compute_fid(
-        opts, max_real=_cap(None, opts.max_real), num_gen=_num(50000, opts.num_gen), run_index=opts.run_index,
+        opts,
+        max_real=_cap(None, opts.max_real),
+        num_gen=_num(50000, opts.num_gen),
+        run_index=opts.run_index,
     )
     return dict(fid50k_full=fid)
 
@@ -168,7 +185,10 @@ def fid50k_full(opts):
 @register_metric
 def fid50k(opts):
     fid = frechet_inception_distance.compute_fid(
-        opts, max_real=_cap(50000, opts.max_real), num_gen=_num(50000, opts.num_gen), run_index=opts.run_index,
+        opts,
+        max_real=_cap(50000, opts.max_real),
+        num_gen=_num(50000, opts.num_gen),
+        run_index=opts.run_index,
     )
     return dict(fid50k=fid)
 
@@ -176,8 +196,12 @@ def fid50k(opts):
 @register_metric
 def kid50k_full(opts):
     kid = kernel_inception_distance.compute_kid(
-        opts, max_real=_cap(1000000, opts.max_real), num_gen=_num(50000, opts.num_gen), num_subsets=100,
-        max_subset_size=1000, run_index=opts.run_index,
+        opts,
+        max_real=_cap(1000000, opts.max_real),
+        num_gen=_num(50000, opts.num_gen),
+        num_subsets=100,
+        max_subset_size=1000,
+        run_index=opts.run_index,
     )
     return dict(kid50k_full=kid)
 
@@ -185,7 +209,10 @@ def kid50k_full(opts):
 @register_metric
 def is50k(opts):
     mean, std = inception_score.compute_is(
-        opts, num_gen=_num(50000, opts.num_gen), num_splits=10, run_index=opts.run_index,
+        opts,
+        num_gen=_num(50000, opts.num_gen),
+        num_splits=10,
+        run_index=opts.run_index,
     )
     return dict(is50k_mean=mean, is50k_std=std)
 

@@ -117,8 +117,13 @@ class MetricOptions:
 def get_detector(opts: MetricOptions, kind: str, need_classifier: bool = False) -> detectors_lib.FeatureDetector:
     """The detector for `kind` under the options' source/dir/download settings; records what was used."""
     detector = detectors_lib.get_detector(
-        kind, opts.device, source=opts.detector_source, detector_dir=opts.detector_dir,
-        download=opts.detector_download, need_classifier=need_classifier, verbose=opts.verbose,
+        kind,
+        opts.device,
+        source=opts.detector_source,
+        detector_dir=opts.detector_dir,
+        download=opts.detector_download,
+        need_classifier=need_classifier,
+        verbose=opts.verbose,
     )
     opts.detectors_used[kind] = detector.info
     return detector
@@ -220,8 +225,9 @@ class FeatureStats:
             self.raw_cov += x64.T @ wx
             self.weight += float(x.shape[0] if weights is None else weights.sum())
 
-    def append_torch(self, x: torch.Tensor, weights: Optional[torch.Tensor] = None, num_gpus: int = 1,
-                     rank: int = 0) -> None:
+    def append_torch(
+        self, x: torch.Tensor, weights: Optional[torch.Tensor] = None, num_gpus: int = 1, rank: int = 0
+    ) -> None:
         """Gather rows (and weights) from all ranks, interleaved by rank, then append. All ranks must call this
         with the same number of rows."""
         assert x.ndim == 2 and 0 <= rank < num_gpus, (x.shape, rank, num_gpus)
@@ -339,8 +345,9 @@ def find_cached_file(cache_file: str) -> Optional[str]:
         return cache_file
     detector_dir = os.path.dirname(cache_file)
     root = os.path.dirname(os.path.dirname(detector_dir))
-    pattern = os.path.join(glob.escape(root), "*", glob.escape(os.path.basename(detector_dir)),
-                           glob.escape(os.path.basename(cache_file)))
+    pattern = os.path.join(
+        glob.escape(root), "*", glob.escape(os.path.basename(detector_dir)), glob.escape(os.path.basename(cache_file))
+    )
     matches = sorted(glob.glob(pattern))
     return matches[0] if matches else None
 
@@ -390,22 +397,40 @@ def _make_loader(opts: MetricOptions, dataset, batch_size: int) -> torch.utils.d
         kwargs.pop("prefetch_factor", None)
     kwargs.pop("generator", None)
     # An own generator, so that starting workers draws nothing from the global RNG (training's streams stay put).
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False,
-                                       generator=torch.Generator().manual_seed(0), **kwargs)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
 
 
 def _video_dataset(dataset_kwargs, seq_length: int, spacing: int = 1):
     from long_video_gan.dataset import VideoDataset
 
-    return VideoDataset(dataset_kwargs.dataset_dir, seq_length=seq_length, height=dataset_kwargs.height,
-                        width=dataset_kwargs.width, min_spacing=spacing, max_spacing=spacing, x_flip=False)
+    return VideoDataset(
+        dataset_kwargs.dataset_dir,
+        seq_length=seq_length,
+        height=dataset_kwargs.height,
+        width=dataset_kwargs.width,
+        min_spacing=spacing,
+        max_spacing=spacing,
+        x_flip=False,
+    )
 
 
 def _per_image_dataset(dataset_kwargs, seq_length: int = 1):
     from long_video_gan.dataset import VideoDatasetPerImage
 
-    return VideoDatasetPerImage(dataset_kwargs.dataset_dir, height=dataset_kwargs.height,
-                                width=dataset_kwargs.width, seq_length=seq_length, x_flip=False)
+    return VideoDatasetPerImage(
+        dataset_kwargs.dataset_dir,
+        height=dataset_kwargs.height,
+        width=dataset_kwargs.width,
+        seq_length=seq_length,
+        x_flip=False,
+    )
 
 
 def _random_window_items(opts: MetricOptions, dataset_len: int, num_items: int, seed: int) -> tuple:
@@ -475,11 +500,16 @@ def compute_feature_stats_for_dataset(
     cache_file = None
     if cache:
         key_items = dict(
-            dataset_content=dataset_fingerprint(dataset_kwargs.dataset_dir, dataset_kwargs.height,
-                                                dataset_kwargs.width),
+            dataset_content=dataset_fingerprint(
+                dataset_kwargs.dataset_dir, dataset_kwargs.height, dataset_kwargs.width
+            ),
             dataset_class=type(dataset).__name__,
-            dataset_args=dict(height=dataset_kwargs.height, width=dataset_kwargs.width, seq_length=num_frames,
-                              spacing=subsample_factor),
+            dataset_args=dict(
+                height=dataset_kwargs.height,
+                width=dataset_kwargs.width,
+                seq_length=num_frames,
+                spacing=subsample_factor,
+            ),
             detector_kwargs=sorted(detector_kwargs.items()),
             feature_stats_cls="FeatureStats",
             max_items=max_items,
@@ -534,11 +564,19 @@ def _random_crop(video: torch.Tensor, length: int, max_offset: int, generator: t
     """Crop each sample of [N, C, T, H, W] to `length` frames at its own offset in [0, max_offset)."""
     offsets = torch.randint(0, max_offset, (video.shape[0],), generator=generator).tolist()
     assert video.shape[2] >= max_offset - 1 + length, (video.shape, length, max_offset)
-    return torch.stack([video[i, :, o:o + length] for i, o in enumerate(offsets)])  # [N, C, length, H, W]
+    return torch.stack([video[i, :, o : o + length] for i, o in enumerate(offsets)])  # [N, C, length, H, W]
 
 
-def generate_videos(opts: MetricOptions, G, lr_G, num: int, length: int, gen: torch.Generator,
-                    cpu_gen: torch.Generator, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+def generate_videos(
+    opts: MetricOptions,
+    G,
+    lr_G,
+    num: int,
+    length: int,
+    gen: torch.Generator,
+    cpu_gen: torch.Generator,
+    cond: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Generate `num` videos of `length` frames in one of the three modes of SPEC §7.5 -> [N, 3, length, H, W]."""
     if cond is not None:
         # Mode 3: super-res G on real low-res clips with temporal_context frames on each side.
@@ -576,10 +614,20 @@ def compute_feature_stats_for_generator(
     """Statistics of generated clips (video metrics) or frames (image metrics)."""
     if opts.generator_as_dataset:
         return compute_feature_stats_for_dataset(
-            opts, detector_kind, detector_kwargs, max_items=num_items, num_frames=num_frames,
-            subsample_factor=subsample_factor, batch_size=batch_size, need_classifier=need_classifier,
-            dataset_kwargs=opts.gen_dataset_kwargs, cache=False, use_weights=False, desc=desc,
-            seed=derive_seed(opts.seed, "gen-dataset", run_index), **stats_kwargs,
+            opts,
+            detector_kind,
+            detector_kwargs,
+            max_items=num_items,
+            num_frames=num_frames,
+            subsample_factor=subsample_factor,
+            batch_size=batch_size,
+            need_classifier=need_classifier,
+            dataset_kwargs=opts.gen_dataset_kwargs,
+            cache=False,
+            use_weights=False,
+            desc=desc,
+            seed=derive_seed(opts.seed, "gen-dataset", run_index),
+            **stats_kwargs,
         )
     if opts.G is None:
         raise ValueError("the metric needs a generator: MetricOptions.G is None")
@@ -620,7 +668,7 @@ def compute_feature_stats_for_generator(
                 if image:
                     n = batch["num_samples_from_source"].to(torch.float64)
                     weights = 1.0 / n if opts.normalize_weighting else torch.ones_like(n)
-                chunks = [cond[i:i + batch_gen] for i in range(0, cond.shape[0], batch_gen)]
+                chunks = [cond[i : i + batch_gen] for i in range(0, cond.shape[0], batch_gen)]
                 videos = [generate_videos(opts, G, lr_G, c.shape[0], length, gen, cpu_gen, cond=c) for c in chunks]
             else:
                 sizes = [min(batch_gen, batch_size - i) for i in range(0, batch_size, batch_gen)]

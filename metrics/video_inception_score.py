@@ -14,12 +14,20 @@ DETECTOR_KWARGS: dict = {}
 # ----------------------------------------------------------------------------
 
 
-def compute_isv(opts: metric_utils.MetricOptions, num_gen: int, num_frames: int, num_splits: int,
-                run_index: int = 0) -> tuple:
+def compute_isv(
+    opts: metric_utils.MetricOptions, num_gen: int, num_frames: int, num_splits: int, run_index: int = 0
+) -> tuple:
     """(mean, std) video IS of num_gen generated clips; rows are shuffled with RandomState(42) first."""
     fake = metric_utils.compute_feature_stats_for_generator(
-        opts, "c3d", DETECTOR_KWARGS, num_items=num_gen, num_frames=num_frames, batch_size=64,
-        need_classifier=True, run_index=run_index, capture_all=True,
+        opts,
+        "c3d",
+        DETECTOR_KWARGS,
+        num_items=num_gen,
+        num_frames=num_frames,
+        batch_size=64,
+        need_classifier=True,
+        run_index=run_index,
+        capture_all=True,
     )
     if opts.rank != 0:
         return float("nan"), float("nan")

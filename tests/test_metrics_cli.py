@@ -20,8 +20,9 @@ from torch_utils import persistence
 
 
 class _TinyI3D(torch.nn.Module):
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> torch.Tensor:
         x = x.float()
         return torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))], dim=1)  # [N, 6]
 
@@ -54,8 +55,9 @@ def setup(tmp_path_factory):
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
     # Keep the shared build cache of the C++ ops (it defaults to the dnnlib cache, which this test redirects).
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR")
-                       or dnnlib.make_cache_dir_path("torch_extensions"))
+    monkeypatch.setenv(
+        "TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR") or dnnlib.make_cache_dir_path("torch_extensions")
+    )
     dnnlib.util.set_cache_dir(str(tmp_path / "cache"))
     monkeypatch.setenv(detectors.DETECTOR_OFFLINE_ENV, "1")
     monkeypatch.delenv(detectors.DETECTOR_DIR_ENV, raising=False)
@@ -74,8 +76,18 @@ def run(args):
 def test_help_lists_examples_and_options():
     result = run(["--help"])
     assert result.exit_code == 0
-    for text in ("--dataset", "--lres", "--sres", "--metric", "--num-runs", "--replace-cache", "--path",
-                 "--detector-dir", "--num-gen", "Examples"):
+    for text in (
+        "--dataset",
+        "--lres",
+        "--sres",
+        "--metric",
+        "--num-runs",
+        "--replace-cache",
+        "--path",
+        "--detector-dir",
+        "--num-gen",
+        "Examples",
+    ):
         assert text in result.output
 
 
@@ -87,8 +99,24 @@ def test_unknown_metric_lists_valid_names(setup, cache):
 
 def test_lres_alone_writes_jsonl(setup, cache):
     path = cache / "results" / "metrics.jsonl"
-    args = ["--dataset", setup["root"], "--lres", setup["lres"], "-m", "fvd2048_16f", "--num-gen", "3",
-            "--max-real", "3", "--device", "cpu", "--detector-dir", setup["det_dir"], "--path", str(path)]
+    args = [
+        "--dataset",
+        setup["root"],
+        "--lres",
+        setup["lres"],
+        "-m",
+        "fvd2048_16f",
+        "--num-gen",
+        "3",
+        "--max-real",
+        "3",
+        "--device",
+        "cpu",
+        "--detector-dir",
+        setup["det_dir"],
+        "--path",
+        str(path),
+    ]
     result = run(args + ["--verbose"])
     assert result.exit_code == 0, result.output
     assert "Calculating fvd2048_16f" in result.output
@@ -109,9 +137,28 @@ def test_lres_alone_writes_jsonl(setup, cache):
 
 def test_lres_plus_sres_scores_at_hr_size(setup, cache):
     path = cache / "sres.jsonl"
-    result = run(["--dataset", setup["root"], "--lres", setup["lres"], "--sres", setup["sres"], "-m", "fvd2048_16f",
-                  "--num-gen", "1", "--max-real", "2", "--detector-dir", setup["det_dir"], "--path", str(path),
-                  "--replace-cache", "True"])
+    result = run(
+        [
+            "--dataset",
+            setup["root"],
+            "--lres",
+            setup["lres"],
+            "--sres",
+            setup["sres"],
+            "-m",
+            "fvd2048_16f",
+            "--num-gen",
+            "1",
+            "--max-real",
+            "2",
+            "--detector-dir",
+            setup["det_dir"],
+            "--path",
+            str(path),
+            "--replace-cache",
+            "True",
+        ]
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["metric"] for r in rows] == ["fvd2048_16f"]
@@ -127,8 +174,24 @@ def test_mismatched_lres_and_sres_are_rejected(setup, cache):
 def test_missing_detector_offline_names_file_url_and_option(setup, cache):
     empty = cache / "no-detectors"
     empty.mkdir()
-    result = run(["--dataset", setup["root"], "--lres", setup["lres"], "-m", "fvd2048_16f", "--num-gen", "2",
-                  "--max-real", "2", "--detector-dir", str(empty), "--detector-source", "official"])
+    result = run(
+        [
+            "--dataset",
+            setup["root"],
+            "--lres",
+            setup["lres"],
+            "-m",
+            "fvd2048_16f",
+            "--num-gen",
+            "2",
+            "--max-real",
+            "2",
+            "--detector-dir",
+            str(empty),
+            "--detector-source",
+            "official",
+        ]
+    )
     assert result.exit_code != 0
     assert "i3d_torchscript.pt" in result.output and detectors.DETECTOR_URLS["i3d"] in result.output
     assert "--detector-dir" in result.output
@@ -136,8 +199,22 @@ def test_missing_detector_offline_names_file_url_and_option(setup, cache):
 
 @pytest.mark.slow
 def test_lres_alone_with_packaged_i3d(setup, cache):
-    result = run(["--dataset", setup["root"], "--lres", setup["lres"], "-m", "fvd2048_16f", "--num-gen", "2",
-                  "--max-real", "2", "--detector-source", "packaged"])
+    result = run(
+        [
+            "--dataset",
+            setup["root"],
+            "--lres",
+            setup["lres"],
+            "-m",
+            "fvd2048_16f",
+            "--num-gen",
+            "2",
+            "--max-real",
+            "2",
+            "--detector-source",
+            "packaged",
+        ]
+    )
     assert result.exit_code == 0, result.output
     row = json.loads(result.output.strip().splitlines()[-1])
     assert row["detectors"]["i3d"]["source"] == "packaged" and row["results"]["fvd2048_16f"] >= 0

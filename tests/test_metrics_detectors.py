@@ -164,8 +164,9 @@ def test_preprocess_inception_range_and_size():
 
 
 class _TinyI3D(torch.nn.Module):
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> torch.Tensor:
         return x.float().mean(dim=(2, 3, 4)).repeat(1, 2)
 
 
@@ -174,8 +175,13 @@ def test_detector_dir_file_is_preferred_and_recorded(tmp_path, cache_dir, monkey
     path.parent.mkdir()
     torch.jit.script(_TinyI3D()).save(str(path))
     det = detectors.get_detector("i3d", detector_dir=str(path.parent), download=False)
-    assert det.info == dict(kind="i3d", name="i3d_torchscript", source="official", file="i3d_torchscript.pt",
-                            sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    assert det.info == dict(
+        kind="i3d",
+        name="i3d_torchscript",
+        source="official",
+        file="i3d_torchscript.pt",
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
     out = det(torch.full((2, 3, 4, 8, 8), 10, dtype=torch.uint8), rescale=True, resize=True, return_features=True)
     assert out.shape == (2, 6) and torch.all(out == 10)
 

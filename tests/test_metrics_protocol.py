@@ -36,8 +36,12 @@ class StubDetector(detectors.FeatureDetector):
 
 def install_stub_detectors():
     for kind in ("i3d", "inception", "c3d"):
-        detectors.set_detector_override(kind, lambda device, kind=kind: StubDetector(
-            kind, f"stub-{kind}", "test", os.path.abspath(__file__), torch.nn.Identity()))
+        detectors.set_detector_override(
+            kind,
+            lambda device, kind=kind: StubDetector(
+                kind, f"stub-{kind}", "test", os.path.abspath(__file__), torch.nn.Identity()
+            ),
+        )
 
 
 def remove_stub_detectors():
@@ -85,8 +89,14 @@ class StubSres(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def dataset_root(tmp_path_factory):
-    return str(make_tiny_dataset(tmp_path_factory.mktemp("metrics-data"), num_videos=3, num_frames=[140, 60, 30],
-                                 resolutions=((36, 64), (72, 128))))
+    return str(
+        make_tiny_dataset(
+            tmp_path_factory.mktemp("metrics-data"),
+            num_videos=3,
+            num_frames=[140, 60, 30],
+            resolutions=((36, 64), (72, 128)),
+        )
+    )
 
 
 @pytest.fixture()
@@ -103,8 +113,12 @@ def env(tmp_path):
 
 
 def lres_kwargs(root, **kw):
-    return dict(G=StubLres(), dataset_kwargs=dict(dataset_dir=root, height=36, width=64),
-                loader_kwargs=dict(num_workers=0), **kw)
+    return dict(
+        G=StubLres(),
+        dataset_kwargs=dict(dataset_dir=root, height=36, width=64),
+        loader_kwargs=dict(num_workers=0),
+        **kw,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -113,7 +127,13 @@ def lres_kwargs(root, **kw):
 
 def test_registry_has_the_original_metric_names():
     assert set(metric_main.list_valid_metrics()) == {
-        "fvd2048_128f", "fvd2048_16f", "fvd2048_128f_subsample8f", "fid50k_full", "fid50k", "kid50k_full", "is50k",
+        "fvd2048_128f",
+        "fvd2048_16f",
+        "fvd2048_128f_subsample8f",
+        "fid50k_full",
+        "fid50k",
+        "kid50k_full",
+        "is50k",
         "isv2048_ucf",
     }
     with pytest.raises(ValueError, match="unknown name 'fvd'.*fvd2048_16f"):
@@ -179,8 +199,14 @@ def test_subsample8f_renders_128_frames_and_keeps_every_8th(env, dataset_root):
 
 
 def test_lres_plus_sres_mode_crops_context_and_scores_at_hr_size(env, dataset_root):
-    opts = dict(G=StubSres(), lr_G=StubLres(), dataset_kwargs=dict(dataset_dir=dataset_root, height=72, width=128),
-                loader_kwargs=dict(num_workers=0), num_gen=4, max_real=2)
+    opts = dict(
+        G=StubSres(),
+        lr_G=StubLres(),
+        dataset_kwargs=dict(dataset_dir=dataset_root, height=72, width=128),
+        loader_kwargs=dict(num_workers=0),
+        num_gen=4,
+        max_real=2,
+    )
     result = metric_main.calc_metric("fvd2048_16f", **opts)
     assert np.isfinite(result.results.fvd2048_16f)
     assert StubLres.calls == [(4, 16 + 8 + 32)]
@@ -190,8 +216,14 @@ def test_lres_plus_sres_mode_crops_context_and_scores_at_hr_size(env, dataset_ro
 
 def test_kid_and_is_work_with_batches_above_4(env, dataset_root):
     # The original indexed crop offsets with batch_size (16) instead of batch_gen (4) and crashed here.
-    opts = dict(G=StubSres(), lr_G=StubLres(), dataset_kwargs=dict(dataset_dir=dataset_root, height=72, width=128),
-                loader_kwargs=dict(num_workers=0), num_gen=12, max_real=6)
+    opts = dict(
+        G=StubSres(),
+        lr_G=StubLres(),
+        dataset_kwargs=dict(dataset_dir=dataset_root, height=72, width=128),
+        loader_kwargs=dict(num_workers=0),
+        num_gen=12,
+        max_real=6,
+    )
     kid = metric_main.calc_metric("kid50k_full", **opts)
     assert np.isfinite(kid.results.kid50k_full)
     assert StubLres.calls == [(4, 1 + 8 + 32)] * 3  # One step of 12 (16 capped at num_gen) in chunks of 4.
@@ -205,9 +237,14 @@ def test_kid_and_is_work_with_batches_above_4(env, dataset_root):
 
 def test_real_conditioning_mode_uses_subsampled_length(env, dataset_root):
     # Mode 3: real low-res clips; for subsample8f they need 128 + 2 * 4 frames (the original used 16 + 8).
-    opts = dict(G=StubSres(), dataset_kwargs=dict(dataset_dir=dataset_root, height=72, width=128),
-                cond_dataset_kwargs=dict(dataset_dir=dataset_root, height=36, width=64),
-                loader_kwargs=dict(num_workers=0), num_gen=2, max_real=2)
+    opts = dict(
+        G=StubSres(),
+        dataset_kwargs=dict(dataset_dir=dataset_root, height=72, width=128),
+        cond_dataset_kwargs=dict(dataset_dir=dataset_root, height=36, width=64),
+        loader_kwargs=dict(num_workers=0),
+        num_gen=2,
+        max_real=2,
+    )
     result = metric_main.calc_metric("fvd2048_128f_subsample8f", **opts)
     assert np.isfinite(result.results.fvd2048_128f_subsample8f)
     assert StubSres.calls and all(shape[2] == 136 for shape in StubSres.calls)
@@ -226,8 +263,14 @@ def test_real_conditioning_mode_uses_subsampled_length(env, dataset_root):
 def test_fid_full_weights_every_clip_equally(env, dataset_root):
     opts = metric_utils.MetricOptions(**lres_kwargs(dataset_root))
     stats = metric_utils.compute_feature_stats_for_dataset(
-        opts, "inception", dict(return_features=True), max_items=None, batch_size=16, use_weights=True,
-        capture_mean_cov=True, capture_all=True,
+        opts,
+        "inception",
+        dict(return_features=True),
+        max_items=None,
+        batch_size=16,
+        use_weights=True,
+        capture_mean_cov=True,
+        capture_all=True,
     )
     assert stats.num_items == 140 + 60 + 30
     # Explicit: mean of the three per-clip means, read frame by frame in dataset order.
@@ -249,8 +292,14 @@ def test_real_video_windows_do_not_depend_on_batch_or_workers(env, dataset_root)
     def stats(batch_size, workers):
         opts = metric_utils.MetricOptions(**dict(lres_kwargs(dataset_root), loader_kwargs=dict(num_workers=workers)))
         return metric_utils.compute_feature_stats_for_dataset(
-            opts, "i3d", dict(return_features=True), max_items=5, num_frames=16, batch_size=batch_size,
-            cache=False, capture_all=True,
+            opts,
+            "i3d",
+            dict(return_features=True),
+            max_items=5,
+            num_frames=16,
+            batch_size=batch_size,
+            cache=False,
+            capture_all=True,
         ).get_all()
 
     a = stats(2, 0)
@@ -265,7 +314,13 @@ def test_cache_is_keyed_by_content_not_path(env, dataset_root):
         opts = metric_utils.MetricOptions(**dict(lres_kwargs(root), **kw))
         before = len(StubDetector.seen)
         stats = metric_utils.compute_feature_stats_for_dataset(
-            opts, "i3d", dict(return_features=True), max_items=3, num_frames=16, batch_size=4, capture_mean_cov=True,
+            opts,
+            "i3d",
+            dict(return_features=True),
+            max_items=3,
+            num_frames=16,
+            batch_size=4,
+            capture_mean_cov=True,
         )
         calls.append(len(StubDetector.seen) - before)
         return stats.get_mean_cov()[0]
@@ -301,7 +356,13 @@ def _two_rank_worker(rank, init_file, root, out_dir):
         opts = metric_utils.MetricOptions(**lres_kwargs(root))
         assert opts.num_gpus == 2 and opts.rank == rank
         stats = metric_utils.compute_feature_stats_for_dataset(
-            opts, "i3d", dict(return_features=True), max_items=5, num_frames=16, batch_size=2, cache=False,
+            opts,
+            "i3d",
+            dict(return_features=True),
+            max_items=5,
+            num_frames=16,
+            batch_size=2,
+            cache=False,
             capture_all=True,
         )
         result = metric_main.calc_metric("fvd2048_16f", **lres_kwargs(root, num_gen=4, max_real=3))
@@ -316,8 +377,14 @@ def _two_rank_worker(rank, init_file, root, out_dir):
 def test_two_gloo_ranks_gather_the_same_real_windows(env, dataset_root):
     torch.multiprocessing.spawn(_two_rank_worker, args=(str(env / "init"), dataset_root, str(env)), nprocs=2)
     single = metric_utils.compute_feature_stats_for_dataset(
-        metric_utils.MetricOptions(**lres_kwargs(dataset_root)), "i3d", dict(return_features=True), max_items=5,
-        num_frames=16, batch_size=2, cache=False, capture_all=True,
+        metric_utils.MetricOptions(**lres_kwargs(dataset_root)),
+        "i3d",
+        dict(return_features=True),
+        max_items=5,
+        num_frames=16,
+        batch_size=2,
+        cache=False,
+        capture_all=True,
     ).get_all()
     for rank in range(2):
         np.testing.assert_array_equal(np.load(env / f"rank{rank}.npy"), single)

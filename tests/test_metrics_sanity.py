@@ -55,9 +55,9 @@ def sources(tmp_path_factory):
     mandel = decode("mandelbrot=size=320x240:rate=25", 120, fmt="lavfi")
     # Two disjoint halves of bikes.mp4 that both span the whole video: alternate 25-frame chunks.
     roots = dict(
-        first_half=write_dataset(str(tmp / "bikes_a"), {f"a{i}": bikes[50 * i:50 * i + 25] for i in range(5)}),
-        second_half=write_dataset(str(tmp / "bikes_b"), {f"b{i}": bikes[50 * i + 25:50 * i + 50] for i in range(5)}),
-        mandelbrot=write_dataset(str(tmp / "mandel"), {f"m{i}": mandel[i * 40:(i + 1) * 40] for i in range(3)}),
+        first_half=write_dataset(str(tmp / "bikes_a"), {f"a{i}": bikes[50 * i : 50 * i + 25] for i in range(5)}),
+        second_half=write_dataset(str(tmp / "bikes_b"), {f"b{i}": bikes[50 * i + 25 : 50 * i + 50] for i in range(5)}),
+        mandelbrot=write_dataset(str(tmp / "mandel"), {f"m{i}": mandel[i * 40 : (i + 1) * 40] for i in range(3)}),
     )
     yield roots
     dnnlib.util.set_cache_dir(None)
@@ -65,9 +65,14 @@ def sources(tmp_path_factory):
 
 def score(metric: str, real: str, other: str, n: int) -> float:
     result = metric_main.calc_metric(
-        metric, dataset_kwargs=dict(dataset_dir=real, height=36, width=64), generator_as_dataset=True,
-        gen_dataset_kwargs=dict(dataset_dir=other, height=36, width=64), num_gen=n, max_real=n,
-        detector_source="packaged", loader_kwargs=dict(num_workers=0),
+        metric,
+        dataset_kwargs=dict(dataset_dir=real, height=36, width=64),
+        generator_as_dataset=True,
+        gen_dataset_kwargs=dict(dataset_dir=other, height=36, width=64),
+        num_gen=n,
+        max_real=n,
+        detector_source="packaged",
+        loader_kwargs=dict(num_workers=0),
     )
     assert result.detectors and all(d["source"] == "packaged" for d in result.detectors.values())
     return next(iter(result.results.values()))
@@ -79,8 +84,10 @@ def test_fvd_self_halves_and_other_source(sources):
     same = score("fvd2048_16f", sources["first_half"], sources["first_half"], n)  # Other random windows.
     halves = score("fvd2048_16f", sources["first_half"], sources["second_half"], n)
     other = score("fvd2048_16f", sources["first_half"], sources["mandelbrot"], n)
-    print(f"FVD (16 frames, {n} vs {n} clips, packaged I3D): self {same:.1f}, halves {halves:.1f}, "
-          f"bikes-vs-mandelbrot {other:.1f}")
+    print(
+        f"FVD (16 frames, {n} vs {n} clips, packaged I3D): self {same:.1f}, halves {halves:.1f}, "
+        f"bikes-vs-mandelbrot {other:.1f}"
+    )
     assert 0 <= same < 0.25 * other
     assert halves < 0.5 * other
 
@@ -90,15 +97,19 @@ def fid_few_frames(real: str, other: str, n: int) -> float:
     matrix takes minutes on a busy 2-core CPU; the forms agree, see test_metrics_stats). The first n frames of these
     datasets all come from their first clip, so the per-clip weights are uniform here."""
     opts = metric_utils.MetricOptions(
-        dataset_kwargs=dict(dataset_dir=real, height=36, width=64), generator_as_dataset=True,
-        gen_dataset_kwargs=dict(dataset_dir=other, height=36, width=64), detector_source="packaged",
+        dataset_kwargs=dict(dataset_dir=real, height=36, width=64),
+        generator_as_dataset=True,
+        gen_dataset_kwargs=dict(dataset_dir=other, height=36, width=64),
+        detector_source="packaged",
         loader_kwargs=dict(num_workers=0),
     )
     kwargs = frechet_inception_distance.DETECTOR_KWARGS
     real_stats = metric_utils.compute_feature_stats_for_dataset(
-        opts, "inception", kwargs, max_items=n, batch_size=64, use_weights=True, capture_all=True)
+        opts, "inception", kwargs, max_items=n, batch_size=64, use_weights=True, capture_all=True
+    )
     gen_stats = metric_utils.compute_feature_stats_for_generator(
-        opts, "inception", kwargs, num_items=n, batch_size=4, capture_all=True)
+        opts, "inception", kwargs, num_items=n, batch_size=4, capture_all=True
+    )
     assert opts.detectors_used["inception"]["source"] == "packaged"
     return frechet_inception_distance.frechet_distance_from_features(gen_stats.get_all(), real_stats.get_all())
 
@@ -110,8 +121,10 @@ def test_fid_self_halves_and_other_source(sources):
     same = fid_few_frames(sources["first_half"], sources["first_half"], n)
     halves = fid_few_frames(sources["first_half"], sources["second_half"], n)
     other = fid_few_frames(sources["first_half"], sources["mandelbrot"], n)
-    print(f"FID ({n} vs {n} frames, packaged Inception): self {same:.4f}, halves {halves:.1f}, "
-          f"bikes-vs-mandelbrot {other:.1f}")
+    print(
+        f"FID ({n} vs {n} frames, packaged Inception): self {same:.4f}, halves {halves:.1f}, "
+        f"bikes-vs-mandelbrot {other:.1f}"
+    )
     assert abs(same) < 1e-3 * other
     assert halves < 0.5 * other
 

@@ -82,7 +82,7 @@ def test_feature_stats_weighted_mean_cov_equal_explicit_formulas():
     w = rng.uniform(0.1, 2.0, size=40)
     stats = FeatureStats(capture_mean_cov=True)
     for i in range(0, 40, 7):  # Uneven chunks.
-        stats.append(x[i:i + 7], weights=w[i:i + 7])
+        stats.append(x[i : i + 7], weights=w[i : i + 7])
     mean, cov = stats.get_mean_cov()
     x64 = x.astype(np.float64)
     mean_ref = (w[:, None] * x64).sum(0) / w.sum()
@@ -141,8 +141,17 @@ def test_feature_stats_save_load_round_trip_and_refuse_foreign_pickles(tmp_path)
     stats.save(path)
     assert sorted(os.listdir(tmp_path / "sub")) == ["stats.pkl"]  # No temp file left behind.
     loaded = FeatureStats.load(path)
-    assert set(loaded.__dict__) >= {"capture_all", "capture_mean_cov", "max_items", "num_items", "num_features",
-                                    "all_features", "raw_mean", "raw_cov", "weight"}
+    assert set(loaded.__dict__) >= {
+        "capture_all",
+        "capture_mean_cov",
+        "max_items",
+        "num_items",
+        "num_features",
+        "all_features",
+        "raw_mean",
+        "raw_cov",
+        "weight",
+    }
     for a, b in zip(stats.get_mean_cov(), loaded.get_mean_cov()):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(stats.get_all(), loaded.get_all())
@@ -210,7 +219,7 @@ def test_inception_score_equals_direct_computation():
     mean, std = inception_score(probs, num_splits=4)
     scores = []
     for i in range(4):
-        part = probs[i * 23 // 4:(i + 1) * 23 // 4]  # Splits of 5, 6, 6, 6 rows.
+        part = probs[i * 23 // 4 : (i + 1) * 23 // 4]  # Splits of 5, 6, 6, 6 rows.
         marginal = part.mean(0)
         kl = [np.sum(p * np.log(p / marginal)) for p in part]
         scores.append(np.exp(np.mean(kl)))
