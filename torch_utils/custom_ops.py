@@ -1,9 +1,13 @@
 """Build C++/CUDA extensions on first use, cached by source hash, with a quiet fallback when building fails.
 
 `get_plugin` compiles with `torch.utils.cpp_extension.load` (ninja) into `<extensions dir>/<module_name>/<md5 of
-all sources>-<gpu name or 'cpu'>`, so edited sources or another GPU model get a fresh build and unchanged ones are
-reused across runs. A file lock makes concurrent ranks build once. The extensions dir is `$TORCH_EXTENSIONS_DIR`
-when set, else `make_cache_dir_path('torch_extensions')`.
+all sources, build flags and the Python environment>-<gpu name or 'cpu'>`, so edited sources, other flags, another
+GPU model, another torch build or another venv (build.ninja holds absolute include paths) each get their own build,
+and unchanged ones are reused across runs. A lock that dies with its process (flock, torch_utils.process_lock) makes
+concurrent ranks build once; a `kill -9` during a build leaves nothing that blocks the next run (torch's own
+`lock` file, left behind by such a kill, is removed under our lock with a one-line note). A build prints one line
+before it starts. The extensions dir is `$TORCH_EXTENSIONS_DIR` when set, else
+`make_cache_dir_path('torch_extensions')`.
 
 Example (in an op module):
     from torch_utils import custom_ops
@@ -27,6 +31,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import uuid
 import warnings
 from typing import Any
@@ -105,33 +110,49 @@ def get_plugin(
     # Compile only for the visible GPU, as the original does (faster builds).
     os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
 
-    # Build directory keyed by the contents of every source and header, plus the GPU model for CUDA code.
+    # Build directory keyed by the contents of every source and header, the build flags and the Python environment
+    # (torch build, venv), plus the GPU model for CUDA code.
     all_files = sorted(sources + headers)
     if len({os.path.basename(path) for path in all_files}) != len(all_files):
         raise ValueError(f"get_plugin({module_name!r}): source and header base names must be unique, got {all_files}")
-    digest = hashlib.md5()
-    for path in all_files:
-        digest.update(os.path.basename(path).encode("utf-8"))
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    gpu_tag = _get_mangled_gpu_name() if uses_cuda else "cpu"
-    build_top_dir = os.path.join(_extensions_dir(), module_name)
-    build_dir = os.path.join(build_top_dir, f"{digest.hexdigest()}-{gpu_tag}")
+    environment = build_environment(build_kwargs)
+    build_dir = _build_dir(module_name, all_files, environment, uses_cuda)
+    build_top_dir = os.path.dirname(build_dir)
     os.makedirs(build_top_dir, exist_ok=True)
 
-    import filelock
+    from torch_utils.process_lock import ProcessLock
 
     verbose_build = verbosity == "full"
     if verbosity == "full":
         print(f'Setting up PyTorch plugin "{module_name}" in {build_dir}...', flush=True)
-    with filelock.FileLock(build_dir + ".lock"):
+    lock = ProcessLock(build_dir + ".lock")
+
+    def say_waiting(holder):
+        if verbosity != "none":
+            print(f'Waiting for {holder}, which is building plugin "{module_name}" (lock {lock.path})...', flush=True)
+
+    lock.acquire(on_wait=say_waiting)
+    try:
         # Copy the sources in (atomically), so the build directory is self-contained and reused while unchanged.
         if not os.path.isdir(build_dir):
             tmp_dir = os.path.join(build_top_dir, f"srctmp-{uuid.uuid4().hex}")
             os.makedirs(tmp_dir)
             for path in all_files:
                 shutil.copyfile(path, os.path.join(tmp_dir, os.path.basename(path)))
+            with open(os.path.join(tmp_dir, "build_environment.txt"), "w", encoding="utf-8") as f:
+                f.writelines(f"{key}: {value}\n" for key, value in sorted(environment.items()))
             os.replace(tmp_dir, build_dir)
+        _remove_stale_torch_baton(build_dir, module_name)
+        compiling = not os.path.isfile(os.path.join(build_dir, _library_file_name(module_name)))
+        if compiling and verbosity != "none":
+            duration = "~1-2 min" if uses_cuda else "~20 s"
+            kind = "CUDA" if uses_cuda else "CPU"
+            print(
+                f'Compiling the {kind} plugin "{module_name}" (first use in this environment, {duration}; '
+                f"cached in {build_dir})...",
+                flush=True,
+            )
+        start = time.monotonic()
         build_sources = [os.path.join(build_dir, os.path.basename(path)) for path in sources]
         module = cpp_extension.load(
             name=module_name,
@@ -140,10 +161,68 @@ def get_plugin(
             verbose=verbose_build,
             **build_kwargs,
         )
+        if compiling and verbosity != "none":
+            print(f'Compiled plugin "{module_name}" in {time.monotonic() - start:.0f} s.', flush=True)
+    finally:
+        lock.release()
     if verbosity in ("brief", "full"):
         print(f'Setting up PyTorch plugin "{module_name}"... Done.', flush=True)
     _cached_plugins[module_name] = module
     return module
+
+
+def build_environment(build_kwargs: dict | None = None) -> dict[str, str]:
+    """What a compiled plugin depends on besides its sources: the torch build, the Python environment (venv) and
+    the build flags. Part of the build directory's key, so two checkouts with different venvs never share (and
+    rebuild) one build: build.ninja holds absolute include paths of the torch it was written for."""
+    return {
+        "python": sys.version.split()[0],
+        "python_prefix": os.path.realpath(sys.prefix),
+        "torch_version": torch.__version__,
+        "torch_git": str(getattr(torch.version, "git_version", "")),
+        "torch_cuda": str(torch.version.cuda),
+        "torch_dir": os.path.realpath(os.path.dirname(torch.__file__)),
+        "build_kwargs": repr(sorted((build_kwargs or {}).items())),
+        "cxx": os.environ.get("CXX", "c++"),
+    }
+
+
+def _build_dir(module_name: str, all_files: list[str], environment: dict[str, str], uses_cuda: bool) -> str:
+    """`<extensions dir>/<module_name>/<md5 of file names, contents and environment>-<gpu name or 'cpu'>`."""
+    digest = hashlib.md5()
+    for path in all_files:
+        digest.update(os.path.basename(path).encode("utf-8"))
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    digest.update(repr(sorted(environment.items())).encode("utf-8"))
+    gpu_tag = _get_mangled_gpu_name() if uses_cuda else "cpu"
+    return os.path.join(_extensions_dir(), module_name, f"{digest.hexdigest()}-{gpu_tag}")
+
+
+def _library_file_name(module_name: str) -> str:
+    """File name torch.utils.cpp_extension gives the library it builds."""
+    return module_name + (".pyd" if sys.platform == "win32" else ".so")
+
+
+def _remove_stale_torch_baton(build_dir: str, module_name: str) -> None:
+    """Remove torch's `<build_dir>/lock` left by a process killed during a build (called while holding our lock).
+
+    torch.utils.cpp_extension guards each build with a plain lock file that only its creator removes: after a
+    `kill -9` every later load waits for it forever. Our flock serialises all builds into `build_dir`, so whoever
+    holds it knows such a file is stale.
+    """
+    baton = os.path.join(build_dir, "lock")
+    if os.path.exists(baton):
+        if verbosity != "none":
+            print(
+                f'custom_ops: removing stale build lock {baton} (left by a process that stopped while building plugin '
+                f'"{module_name}")',
+                flush=True,
+            )
+        try:
+            os.remove(baton)
+        except FileNotFoundError:
+            pass
 
 
 def try_get_plugin(
