@@ -2,8 +2,9 @@
 LongVideoGAN (Brooks et al., NeurIPS 2022): one random transform per video, shared by all of its frames.
 
 Geometric ops compose one inverse 2-D transform that is applied in a single resampling pass (reflect-pad, 2x
-symlet-6 up-sampling, bilinear sampling, 2x down-sampling, crop); colour ops compose one 4x4 RGB matrix. See
-SPEC §4.9 for the op list, gating and draw order.
+symlet-6 up-sampling, bilinear sampling, 2x down-sampling, crop) at the original's sample positions, including its
+half-sample shift around the up-sampling; colour ops compose one 4x4 RGB matrix. See SPEC §4.9 for the op list,
+gating and draw order.
 """
 
 import math
@@ -317,53 +318,57 @@ class AugmentPipe(torch.nn.Module):
         return g_inv
 
     def _apply_geometry(self, images: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
-        """Resample images [N, C, H, W] at g_inv(output pixel) in one anti-aliased pass."""
+        """Resample images [N, C, H, W] at g_inv(output pixel) in one anti-aliased pass, at the original's positions.
+
+        Reflect-pad, up-sample 2x with the symlet-6 filter, sample bilinearly on the grid of `_geometry_grid`,
+        down-sample 2x with the same filter (correlation, so that up + down is the identity) and drop the `taps / 4`
+        extra pixels per side.
+        """
         batch_size, channels, height, width = images.shape
-        device = images.device
-        taps = self.Hz_geom.shape[0]
-
-        # Reflect-pad so that every input sample the pass reads lies inside the padded image: map the corners of the
-        # output region (widened by the down-filter support) and add the up-filter and bilinear support.
-        support = taps / 4
-        cx = (width - 1) / 2 + support
-        cy = (height - 1) / 2 + support
-        corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], device=device)
-        points = (g_inv.to(torch.float64) @ corners.t().to(torch.float64))[:, :2, :]  # [N, 2, 4]
-        points = points.permute(0, 2, 1).reshape(-1, 2)  # [N*4, (x, y)]
-        over = torch.cat([-points, points], dim=1).max(dim=0).values  # [4]: -x, -y, +x, +y extents
-        over = over - torch.tensor([(width - 1) / 2, (height - 1) / 2] * 2, device=device, dtype=torch.float64)
-        over = (over + support + 1).ceil().clamp(min=0)
-        limits = torch.tensor([width - 1, height - 1, width - 1, height - 1], device=device, dtype=torch.float64)
-        mx0, my0, mx1, my1 = [int(v) for v in torch.minimum(over, limits).tolist()]
+        pad = self.Hz_geom.shape[0] // 4
+        (mx0, mx1, my0, my1), grid = self._geometry_grid(g_inv, height, width, images.device)
         images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")  # [N, C, Hp, Wp]
-        padded_height, padded_width = images.shape[2:]
-
-        # Up-sample 2x (true convolution with the symlet filter).
         images = upfirdn2d.upsample2d(images, self.Hz_geom, up=2)  # [N, C, 2 Hp, 2 Wp]
-
-        # Output-to-input mapping in grid_sample's normalized coordinates: theta = M^-1 G_inv M, with M mapping
-        # normalized coordinates of the padded image to centred pixel coordinates of the original image.
-        m = torch.tensor(
-            [
-                [padded_width / 2, 0, (mx1 - mx0) / 2],
-                [0, padded_height / 2, (my1 - my0) / 2],
-                [0, 0, 1],
-            ],
-            device=device,
-            dtype=torch.float64,
-        )
-        theta = torch.linalg.inv(m) @ g_inv.to(torch.float64) @ m  # [N, 3, 3]
-        grid = F.affine_grid(
-            theta[:, :2, :].to(torch.float32),
-            [batch_size, channels, 2 * padded_height, 2 * padded_width],
-            align_corners=False,
-        )  # [N, 2 Hp, 2 Wp, 2]
-        images = grid_sample_gradfix.grid_sample(images, grid.to(images.dtype))  # [N, C, 2 Hp, 2 Wp]
-
-        # Down-sample 2x (correlation with the same filter, so that up + down is exactly the identity) and crop.
-        images = upfirdn2d.downsample2d(images, self.Hz_geom, down=2, flip_filter=True)  # [N, C, Hp, Wp]
-        images = images[:, :, my0 : my0 + height, mx0 : mx0 + width]
+        images = grid_sample_gradfix.grid_sample(images, grid.to(images.dtype))  # [N, C, 2 (H + 2 pad), ...]
+        images = upfirdn2d.downsample2d(images, self.Hz_geom, down=2, padding=-2 * pad, flip_filter=True)
+        assert images.shape == (batch_size, channels, height, width)
         return images
+
+    def _geometry_grid(self, g_inv: torch.Tensor, height: int, width: int, device: torch.device):
+        """Reflect padding (x0, x1, y0, y1) and grid_sample grid [N, 2 (H + 2 pad), 2 (W + 2 pad), 2] of the pass.
+
+        The grid covers the image plus `pad = taps / 4` pixels per side at twice the resolution. In the up-sampled
+        frame the transform is conjugated by a shift of half an up-sampled sample, `T(-1/2) S(2) G S(1/2) T(1/2)`,
+        as the original does. Flips, rotations by 90 degrees and integer translations then read up-sampled samples
+        exactly; integer translations are exact shifts of the image, while a flip or a 90-degree rotation equals the
+        pixel permutation followed by a short residual filter along the reversed axis (the symlet is not symmetric),
+        whose central tap is 0.965 and whose DC gain is 1.
+        """
+        batch_size = g_inv.shape[0]
+        pad = self.Hz_geom.shape[0] // 4  # Filter support per side, in input pixels (3 for the 12-tap symlet).
+        g_inv = g_inv.to(device=device, dtype=torch.float32)
+        args = (batch_size, device)
+
+        # Reflect padding: the transformed corners of the image plus twice the filter support, at most size - 1.
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], device=device)  # [4, xyz]
+        corners = (g_inv @ corners.t())[:, :2, :].permute(1, 0, 2).flatten(1)  # [xy, N * 4]
+        margin = torch.cat([-corners, corners]).max(dim=1).values  # [4]: x0, y0, x1, y1
+        margin = margin + torch.tensor([2 * pad - cx, 2 * pad - cy] * 2, device=device)
+        margin = margin.clamp(min=0).minimum(torch.tensor([width - 1, height - 1] * 2, device=device))
+        mx0, my0, mx1, my1 = [int(v) for v in margin.ceil().tolist()]
+        g_inv = translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, *args) @ g_inv  # Centred on the padded image.
+
+        # In up-sampled samples, with the half-sample conjugation.
+        g_inv = scale2d(2, 2, *args) @ g_inv @ scale2d_inv(2, 2, *args)
+        g_inv = translate2d(-0.5, -0.5, *args) @ g_inv @ translate2d_inv(-0.5, -0.5, *args)
+
+        # In grid_sample's [-1, 1] coordinates of the up-sampled padded input and of the output grid.
+        in_height, in_width = 2 * (height + my0 + my1), 2 * (width + mx0 + mx1)
+        out_height, out_width = 2 * (height + 2 * pad), 2 * (width + 2 * pad)
+        g_inv = scale2d(2 / in_width, 2 / in_height, *args) @ g_inv @ scale2d_inv(2 / out_width, 2 / out_height, *args)
+        grid = F.affine_grid(g_inv[:, :2, :], [batch_size, 1, out_height, out_width], align_corners=False)
+        return (mx0, mx1, my0, my1), grid
 
     def _draw_colour(self, rand, randn, gate, batch_size, device) -> torch.Tensor:
         """Compose the colour transform [N, 4, 4] acting on homogeneous RGB."""
@@ -454,8 +459,8 @@ class AdaController:
     def accumulate(self, sign_real_values: torch.Tensor) -> None:
         """Add this rank's sign(D(real)) values (any shape) to the running sum."""
         values = torch.as_tensor(sign_real_values).detach().flatten().to(torch.float64)
-        stats = torch.stack([values.sum(), torch.tensor(float(values.numel()), dtype=torch.float64)])
-        stats = stats.to(values.device)
+        count = torch.tensor(float(values.numel()), dtype=torch.float64, device=values.device)
+        stats = torch.stack([values.sum(), count])
         self._stats = stats if self._stats is None else self._stats + stats.to(self._stats.device)
 
     def should_update(self, step: int) -> bool:

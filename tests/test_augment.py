@@ -4,6 +4,7 @@ import copy
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,8 +72,8 @@ def plane_gradients(video: torch.Tensor, border: int = 8) -> torch.Tensor:
 
 
 def test_pixel_blitting_maps_planes_to_flipped_and_rotated_planes():
-    # Content a * x + b * y: flips and rotations by 90 degrees turn its gradient accordingly. (Values shift by a
-    # constant: the symlet's phase puts the geometric pass's flips about 0.4 px off centre, as the filter demands.)
+    # Content a * x + b * y: flips and rotations by 90 degrees turn its gradient accordingly (the residual filter of
+    # the pass has unit DC gain, so a plane stays a plane with the same gradient away from the borders).
     a, b = 0.03, 0.05
     ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     plane = (a * (xs - 15.5) + b * (ys - 15.5)).expand(8, 3, 2, 32, 32).contiguous()
@@ -90,6 +91,180 @@ def test_pixel_blitting_maps_planes_to_flipped_and_rotated_planes():
     rotations = torch.tensor([[a, b], [-b, a], [-a, -b], [b, -a]])
     matches = (grads.unsqueeze(1) - rotations.unsqueeze(0)).abs().max(dim=2).values < 1e-4  # [N, 4]
     assert bool((matches.sum(dim=1) == 1).all()) and int(matches.any(dim=0).sum()) > 2
+
+
+# The geometric pass against an independent float64 statement of the original's (SPEC §4.9 and issue 20): reflect
+# padding of the transformed corners plus twice the filter support; 2x up-sampling (true convolution with the
+# symlet); bilinear sampling with zeros outside on the 2x grid of the image plus 3 pixels per side, where output
+# sample (x, y) in up-sampled units, centred, reads T(-1/2) S(2) T(pad shift) G S(1/2) T(1/2) (x, y); 2x
+# down-sampling (correlation) and cropping.
+
+GEOMETRY_OPS = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1)
+
+
+def reference_geometry(image: np.ndarray, g_inv: np.ndarray, half_sample_shift: float = 0.5) -> np.ndarray:
+    """One image [C, H, W] through the original's geometric pass, in float64 with explicit loops over axes."""
+    f = np.asarray(augment.SYM6_COEFFS, dtype=np.float64)
+    f = f / f.sum()
+    taps = len(f)
+    pad = taps // 4
+    channels, height, width = image.shape
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+
+    corners = g_inv @ np.array([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], dtype=np.float64).T
+    x0 = np.ceil(np.clip(np.max(-corners[0]) - cx + 2 * pad, 0, width - 1))
+    x1 = np.ceil(np.clip(np.max(corners[0]) - cx + 2 * pad, 0, width - 1))
+    y0 = np.ceil(np.clip(np.max(-corners[1]) - cy + 2 * pad, 0, height - 1))
+    y1 = np.ceil(np.clip(np.max(corners[1]) - cy + 2 * pad, 0, height - 1))
+    x0, x1, y0, y1 = int(x0), int(x1), int(y0), int(y1)
+    padded = np.pad(image, [(0, 0), (y0, y1), (x0, x1)], mode="reflect")
+
+    def up(a, axis):  # Zero insertion and true convolution with 2 f; sample j sits at input position j / 2 - 1/4.
+        a = np.moveaxis(a, axis, -1)
+        u = np.zeros(a.shape[:-1] + (2 * a.shape[-1],))
+        u[..., ::2] = a
+        full = np.apply_along_axis(lambda r: np.convolve(r, 2 * f), -1, u)
+        return np.moveaxis(full[..., taps // 2 - 1 : taps // 2 - 1 + u.shape[-1]], -1, axis)
+
+    upsampled = up(up(padded, 1), 2)  # [C, 2 Hp, 2 Wp]
+    up_h, up_w = upsampled.shape[1:]
+
+    # Sample positions, in up-sampled samples relative to the padded image's centre.
+    out_h, out_w = 2 * (height + 2 * pad), 2 * (width + 2 * pad)
+    oy, ox = np.meshgrid(np.arange(out_h) - (out_h - 1) / 2, np.arange(out_w) - (out_w - 1) / 2, indexing="ij")
+    s = half_sample_shift
+    px, py = (ox + s) / 2, (oy + s) / 2  # Output, in input pixels (centred).
+    qx = g_inv[0, 0] * px + g_inv[0, 1] * py + g_inv[0, 2] + (x0 - x1) / 2
+    qy = g_inv[1, 0] * px + g_inv[1, 1] * py + g_inv[1, 2] + (y0 - y1) / 2
+    ix, iy = 2 * qx - s + (up_w - 1) / 2, 2 * qy - s + (up_h - 1) / 2  # Up-sampled sample indices.
+
+    # Bilinear, zeros outside.
+    sampled = np.zeros((channels, out_h, out_w))
+    fx, fy = np.floor(ix).astype(int), np.floor(iy).astype(int)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            xx, yy = fx + dx, fy + dy
+            weight = (1 - np.abs(ix - xx)) * (1 - np.abs(iy - yy))
+            inside = (xx >= 0) & (xx < up_w) & (yy >= 0) & (yy < up_h)
+            sampled += np.where(inside, upsampled[:, yy.clip(0, up_h - 1), xx.clip(0, up_w - 1)], 0) * weight
+
+    def down(a, axis):  # Correlation with f, keeping the samples that belong to the image's pixels.
+        a = np.moveaxis(a, axis, -1)
+        n = a.shape[-1] // 2 - 2 * pad
+        out = np.stack([(a[..., 2 * m + 1 : 2 * m + 1 + taps] * f).sum(-1) for m in range(n)], axis=-1)
+        return np.moveaxis(out, -1, axis)
+
+    return down(down(sampled, 1), 2)
+
+
+def draw_geometry(pipe: AugmentPipe, video: torch.Tensor, seed: int) -> torch.Tensor:
+    """The inverse transforms [N, 3, 3] the pipe's forward draws first from `gen(seed)`."""
+    generator = gen(seed)
+    batch_size, _, _, height, width = video.shape
+    p = pipe.p.to(torch.float32)
+    rand = lambda *shape: torch.rand([batch_size, *shape], generator=generator)
+    randn = lambda *shape: torch.randn([batch_size, *shape], generator=generator)
+    gate = lambda m, value, identity: torch.where(rand() < m * p, value, torch.full_like(value, identity))
+    return pipe._draw_geometry(rand, randn, gate, batch_size, width, height, torch.device("cpu"))
+
+
+def test_geometry_at_p_03_equals_the_original_positions():
+    video = torch.rand([12, 3, 2, 18, 32], generator=gen(11)) * 2 - 1
+    pipe = AugmentPipe(**GEOMETRY_OPS)
+    pipe.p.fill_(0.3)
+    out = pipe(video, generator=gen(3))
+    g_inv = draw_geometry(pipe, video, 3).double().numpy()
+    assert (np.abs(g_inv - np.eye(3)).max(axis=(1, 2)) > 1e-6).sum() >= 6  # Most videos transformed.
+    images = video.reshape(12, 6, 18, 32).double().numpy()
+    ours = out.reshape(12, 6, 18, 32).double().numpy()
+    expected = np.stack([reference_geometry(image, g) for image, g in zip(images, g_inv)])
+    assert np.abs(ours - expected).max() < 1e-4
+    # Without the half-sample shift the same draws land elsewhere (what the pass did before issue 20).
+    unshifted = np.stack([reference_geometry(image, g, half_sample_shift=0) for image, g in zip(images, g_inv)])
+    assert np.abs(ours - unshifted).max() > 0.1
+
+
+def test_p_zero_is_identity_to_float_rounding():
+    video = torch.rand([2, 3, 8, 36, 64], generator=gen(0)) * 2 - 1
+    for pipe in [augment.ada_pipe(), augment.in_augment_pipe()]:
+        pipe.p.zero_()
+        assert (pipe(video, generator=gen(1)) - video).abs().max() < 3e-5
+
+
+def sample_indices(pipe: AugmentPipe, g_inv: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Where the pass reads, as indices of the up-sampled image without its padding: [N, 2 (H + 6), 2 (W + 6), xy]."""
+    (mx0, mx1, my0, my1), grid = pipe._geometry_grid(g_inv, height, width, torch.device("cpu"))
+    size = torch.tensor([2 * (width + mx0 + mx1), 2 * (height + my0 + my1)], dtype=torch.float32)
+    return ((grid + 1) * size - 1) / 2 - torch.tensor([2 * mx0, 2 * my0])
+
+
+def pixel_transform(name: str, batch_size: int = 1) -> torch.Tensor:
+    ones = torch.ones([batch_size])
+    if name == "xflip":
+        return augment.scale2d_inv(-ones, ones, batch_size, "cpu")
+    if name == "rotate90":
+        return augment.rotate2d_inv(-np.pi / 2 * ones, batch_size, "cpu")
+    return augment.translate2d_inv(ones, 0 * ones, batch_size, "cpu")  # One pixel to the right.
+
+
+def test_flip_applied_twice_is_the_identity():
+    pipe = AugmentPipe(xflip=1)
+    flip = pixel_transform("xflip")
+    # Sample positions: a flip reads up-sampled samples exactly, and reading them twice returns to the start.
+    idx = sample_indices(pipe, flip, 16, 24)[0]  # [H2, W2, 2]
+    identity = sample_indices(pipe, torch.eye(3)[None], 16, 24)[0]
+    assert (idx - idx.round()).abs().max() < 1e-4 and (idx != identity).any()
+    assert torch.equal(idx[:, :, 1], identity[:, :, 1])
+    # Output sample k sits at identity[k]; read where the flip reads, then where the flip reads from there (the
+    # last sample's first read lies one sample beyond the grid: the half-sample shift).
+    first = (idx[0, :, 0] - identity[0, 0, 0]).round().long()
+    valid = (first >= 0) & (first < idx.shape[1])
+    assert int(valid.sum()) == idx.shape[1] - 1
+    torch.testing.assert_close(idx[0, first[valid], 0], identity[0, valid, 0], rtol=0, atol=1e-4)
+    # Images: two flips composed into one pass are the identity to float rounding.
+    video = smooth_video(batch_size=2)
+    images = einops_flat(video)
+    torch.testing.assert_close(pipe._apply_geometry(images, (flip @ flip).repeat(2, 1, 1)), images, rtol=0, atol=2e-5)
+    # Two passes: up to the residual filter of the symlet (twice), small on smooth content.
+    once = pipe._apply_geometry(images, flip.repeat(2, 1, 1))
+    assert (pipe._apply_geometry(once, flip.repeat(2, 1, 1)) - images).abs().max() < 0.01
+    assert (once - images.flip(3)).abs().max() < 0.1
+
+
+def einops_flat(video: torch.Tensor) -> torch.Tensor:
+    return video.reshape(video.shape[0], -1, *video.shape[3:])
+
+
+def test_rotate90_of_a_symmetric_image_is_its_transpose():
+    pipe = AugmentPipe(rotate90=1)
+    rot = pixel_transform("rotate90")
+    # Sample positions on a square: output sample (r, c) reads input row c (a transposition) and the column mirrored
+    # from r, one up-sampled sample lower (the half-sample shift), exactly.
+    idx = sample_indices(pipe, rot, 20, 20)[0]
+    identity = sample_indices(pipe, torch.eye(3)[None], 20, 20)[0]
+    assert (idx - idx.round()).abs().max() < 1e-4
+    torch.testing.assert_close(idx[:, :, 1], identity[:, :, 0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(idx[:, :, 0], identity[:, :, 1].flip(0) - 1, rtol=0, atol=1e-4)
+    # Images: content symmetric under x-flips rotated by 90 degrees is its transpose, up to the residual filter.
+    video = smooth_video(batch_size=2, height=24, width=24)
+    images = einops_flat(video)
+    images = (images + images.flip(3)) / 2
+    out = pipe._apply_geometry(images, rot.repeat(2, 1, 1))
+    assert (out - images.transpose(2, 3)).abs().max() < 0.1
+
+
+def test_translation_by_one_pixel_moves_the_grid_by_one():
+    pipe = AugmentPipe(xint=1)
+    shift = pixel_transform("xint")
+    idx = sample_indices(pipe, shift, 16, 24)[0]
+    identity = sample_indices(pipe, torch.eye(3)[None], 16, 24)[0]
+    torch.testing.assert_close(idx[..., 0] - identity[..., 0], torch.full_like(idx[..., 0], -2), rtol=0, atol=1e-4)
+    torch.testing.assert_close(idx[..., 1], identity[..., 1], rtol=0, atol=1e-4)
+    # Images: an exact shift by one pixel (the column that enters is the reflection of the border).
+    images = torch.rand([2, 6, 16, 24], generator=gen(2)) * 2 - 1
+    out = pipe._apply_geometry(images, shift.repeat(2, 1, 1))
+    torch.testing.assert_close(out[:, :, :, 1:], images[:, :, :, :-1], rtol=0, atol=2e-5)
+    torch.testing.assert_close(out[:, :, :, 0], images[:, :, :, 1], rtol=0, atol=2e-5)
 
 
 def test_colour_ops_follow_their_definitions():
