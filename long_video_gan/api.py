@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from long_video_gan import streaming, video_io
+from long_video_gan import export, streaming, video_io
 from torch_utils import persistence
 
 PHASES = ("lres", "sres")
@@ -75,6 +75,9 @@ def load_generator(
     a checkpoint dict, from which `G_ema` is taken, else `G` (with a warning: the original's train pickles hold only
     the raw training weights). Tensors saved on a GPU are mapped to `device` while unpickling, so original
     checkpoints load on CPU-only machines.
+    A name ending in `.safetensors` is read by `long_video_gan.export.load_generator` instead, which never unpickles
+    (a pickle runs the code inside it on load; a `.safetensors` file made by `python -m long_video_gan.export` runs
+    none).
     `phase`: 'lres' or 'sres' to insist on a kind of generator (a clear error otherwise); None accepts both.
     Returns the network in eval mode with gradients off.
     """
@@ -82,12 +85,15 @@ def load_generator(
         raise ValueError(f"phase must be one of {PHASES} or None, got {phase!r}")
     source = os.fspath(path_or_url)
     device = torch.device(device)
-    with dnnlib.util.open_url(source, verbose=False) as f:
-        try:
-            data = persistence.load_network_pkl(f, device=device)
-        except Exception as err:  # Garbage can fail anywhere in unpickling; name the file and the cause.
-            raise ValueError(f"{source} is not a network pickle ({type(err).__name__}: {err})") from err
-    G = _pick_network(data, source)
+    if export.is_safetensors(source):
+        G = export.load_generator(source, device=device)  # Weights and a JSON header only: nothing is unpickled.
+    else:
+        with dnnlib.util.open_url(source, verbose=False) as f:
+            try:
+                data = persistence.load_network_pkl(f, device=device)
+            except Exception as err:  # Garbage can fail anywhere in unpickling; name the file and the cause.
+                raise ValueError(f"{source} is not a network pickle ({type(err).__name__}: {err})") from err
+        G = _pick_network(data, source)
     found = detect_phase(G)
     if found is None:
         raise ValueError(f"{source} holds a {type(G).__name__}, which is not a LongVideoGAN generator")
@@ -123,12 +129,15 @@ def iter_video_chunks(
     window: int = 128,
     segment_length: int = streaming.ORIGINAL_SEGMENT_LENGTH,
     dtype: torch.dtype | None = None,
+    batch_size: int = 1,
 ) -> Iterator[streaming.VideoChunk]:
     """Stream one video as `VideoChunk`s (float32 `[1, 3, T, H, W]` output frames and the aligned low-res frames).
 
     The random numbers come from `generator`, or else from a new generator seeded with `seed` on the low-res
     generator's device (the original generate.py's rule, so a seed gives its video). They are drawn when this
     function is called; the frames are computed as the chunks are requested.
+    `batch_size` > 1 streams that many videos at once (`[batch_size, 3, T, H, W]` chunks), their noise drawn together
+    from the one generator, as the original's batched `G(N, L, generator_emb=gen)` does.
     """
     if generator is None:
         generator = torch.Generator(device=generator_device(G_lres)).manual_seed(seed)
@@ -137,6 +146,7 @@ def iter_video_chunks(
         G_sres,
         num_frames=num_frames,
         generator=generator,
+        batch_size=batch_size,
         window=window,
         segment_length=segment_length,
         dtype=dtype,
