@@ -25,8 +25,8 @@ def load_generator(path: str, device: torch.device, what: str) -> torch.nn.Modul
 
 @click.command(context_settings=dict(help_option_names=["-h", "--help"]))
 @click.option("--dataset", "dataset_dir", help="Dataset root (holds HHHHxWWWW/ directories)", required=True)
-@click.option("--lres", "lres_path", help="Low-res generator pickle (path or URL)", required=True)
-@click.option("--sres", "sres_path", help="Super-res generator pickle; without it metrics run at the low-res size")
+@click.option("--lres", "lres_path", help="Low-res generator: pickle or .safetensors (path or URL)", required=True)
+@click.option("--sres", "sres_path", help="Super-res generator .pkl/.safetensors; else metrics run at low-res size")
 @click.option(
     "--metric",
     "-m",

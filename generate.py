@@ -69,8 +69,8 @@ def _load(option: str, path: str, device: torch.device, phase: str) -> torch.nn.
 @click.option(
     "--seeds", "--seed", "seeds", type=str, required=True, help="Random seed(s): 3, 1-4 or 1,5,7-9. One video per seed."
 )
-@click.option("--lres", "lres_path", type=str, required=True, help="Low-res generator pickle: path or URL.")
-@click.option("--sres", "sres_path", type=str, default=None, help="Super-res generator pickle: path or URL.")
+@click.option("--lres", "lres_path", type=str, required=True, help="Low-res generator .pkl/.safetensors: path or URL.")
+@click.option("--sres", "sres_path", type=str, default=None, help="Super-res generator .pkl/.safetensors: path or URL.")
 @click.option("--len", "num_frames", type=int, default=301, show_default=True, help="Video length in frames.")
 @click.option(
     "--save-lres",
