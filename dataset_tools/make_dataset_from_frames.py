@@ -11,7 +11,6 @@ import click
 from PIL import Image
 
 from dataset_tools import pipeline
-from dataset_tools.utils import partition_items
 
 LIST_FILE_NAME = "frame_paths.json"  # Listing cache written inside the input directory.
 POLL_SECONDS = 10  # --wait-for-list-file polling interval.
@@ -42,9 +41,15 @@ def scan_frames(input_dir: str) -> list[list]:
 
 def load_or_scan_listing(input_dir: str, wait_for_list_file: bool = False) -> list[list]:
     """Read the listing cache ``<input_dir>/frame_paths.json``, or scan and write it atomically. With
-    ``wait_for_list_file``, poll for the cache instead (another process, e.g. partition 0, writes it)."""
+    ``wait_for_list_file``, poll for the cache instead (another process, e.g. partition 0, writes it). A read-only
+    ``input_dir`` gets no cache (a note says so; every partition then scans for itself)."""
     list_file = Path(input_dir) / LIST_FILE_NAME
     if wait_for_list_file:
+        if not list_file.is_file() and not os.access(input_dir, os.W_OK):
+            raise ValueError(
+                f"--wait-for-list-file: input_dir {str(input_dir)!r} is read-only, so no listing cache "
+                f"{LIST_FILE_NAME} can appear there; run without --wait-for-list-file"
+            )
         while not list_file.is_file():
             print(f"Waiting for {list_file} ...", flush=True)
             time.sleep(POLL_SECONDS)
@@ -60,8 +65,19 @@ def load_or_scan_listing(input_dir: str, wait_for_list_file: bool = False) -> li
         return listing
     listing = scan_frames(input_dir)
     temp = list_file.with_name(f"{LIST_FILE_NAME}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(listing, indent=2), encoding="utf-8")
-    os.replace(temp, list_file)
+    try:
+        temp.write_text(json.dumps(listing, indent=2), encoding="utf-8")
+        os.replace(temp, list_file)
+    except OSError as error:
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        print(
+            f"Note: no listing cache written ({list_file}: {error.strerror or error}); every partition scans "
+            f"input_dir itself",
+            flush=True,
+        )
     return listing
 
 
@@ -104,10 +120,25 @@ def make_dataset_from_frames(
     listing = load_or_scan_listing(str(input_dir), wait_for_list_file)
     if len(listing) == 0:
         raise FileNotFoundError(f"input_dir {str(input_dir)!r} holds no images PIL can read")
-    tasks = [(relative_dir, list(paths)) for relative_dir, paths in partition_items(listing, partition, num_partitions)]
-    return pipeline.convert_partition(
+    selected = pipeline.select_partition(
+        listing, partition, num_partitions, "clip directories", f"input_dir {str(input_dir)!r}"
+    )
+    pipeline.record_partitioning(
+        output_dir,
+        specs,
+        [partition],
+        num_partitions,
+        len(listing),
+        "make_dataset_from_frames",
+        "clip directories",
+        overwrite,
+    )
+    tasks = [(relative_dir, list(paths)) for relative_dir, paths in selected]
+    written = pipeline.convert_partition(
         tasks, _frames_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
+    pipeline.print_partition_hint(partition, num_partitions, len(selected), len(listing), "clip directories")
+    return written
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -136,7 +167,7 @@ def main(
     """Convert every directory of images below INPUT_DIR (one clip per directory, frames in plain string order
     of their file names) into partition PARTITION of a dataset in OUTPUT_DIR. Frame names keep the file name
     with a .jpg suffix; JPEG quality 100, 4:4:4; non-RGB images are converted to RGB. The directory listing is
-    cached in INPUT_DIR/frame_paths.json (delete it after adding frames).
+    cached in INPUT_DIR/frame_paths.json (delete it after adding frames; a read-only INPUT_DIR gets no cache).
 
     \b
     Examples:

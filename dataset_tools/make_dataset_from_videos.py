@@ -9,7 +9,6 @@ import av
 import click
 
 from dataset_tools import pipeline
-from dataset_tools.utils import partition_items
 from dataset_tools.video_io import iter_video_frames
 
 VIDEO_SUFFIXES = (".avi", ".mkv", ".mov", ".mp4", ".wmv")  # Matched case-insensitively.
@@ -81,11 +80,17 @@ def make_dataset_from_videos(
             f"input_dir {str(input_dir)!r}: videos {' and '.join(rels)} map to the same clip path {clip!r} (the path "
             f"without its extension); rename or move one of them ({len(clashes)} clip path(s) clash)"
         )
-    selected = partition_items(videos, partition, num_partitions)
+    where = f"input_dir {str(input_dir)!r}"
+    selected = pipeline.select_partition(videos, partition, num_partitions, "videos", where)
+    pipeline.record_partitioning(
+        output_dir, specs, [partition], num_partitions, len(videos), "make_dataset_from_videos", "videos", overwrite
+    )
     tasks = [(str(path), clip_path_of(rel), trim_start, trim_end, fps) for path, rel in selected]
-    return pipeline.convert_partition(
+    written = pipeline.convert_partition(
         tasks, _video_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
+    pipeline.print_partition_hint(partition, num_partitions, len(selected), len(videos), "videos")
+    return written
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import av
 import click
 
 from dataset_tools import pipeline
-from dataset_tools.utils import partition_items, warn
+from dataset_tools.utils import warn
 from dataset_tools.video_io import iter_video_frames
 
 TIME_PATTERN = re.compile(r"(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d+)?)")
@@ -112,7 +112,10 @@ def download_videos(video_ids: list[str], cache_dir: str | os.PathLike, max_para
 
 
 def _interval_source(task: tuple, problems: list[str]):
-    path, interval, fps = task
+    path, video_id, interval, fps = task
+    if path is None:
+        problems.append(f"video {video_id!r} is not available (its download failed); clip {interval!r} skipped")
+        return f"{video_id}/{interval_clip_name(interval)}", iter(())
     start, end = parse_interval(interval)
     clip_path = f"{Path(path).stem}/{interval_clip_name(interval)}"
 
@@ -137,8 +140,9 @@ def make_dataset_from_clips(
     workers: int = 1,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Cut the ``(video_id, interval)`` items of one partition from local ``video_files`` into shards."""
-    tasks = [(str(video_files[v]), interval, fps) for v, interval in items if v in video_files]
+    """Cut the ``(video_id, interval)`` items of one partition from local ``video_files`` into shards; items
+    whose video is missing count as failed inputs."""
+    tasks = [(str(video_files[v]) if v in video_files else None, v, interval, fps) for v, interval in items]
     return pipeline.convert_partition(
         tasks, _interval_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
@@ -157,14 +161,25 @@ def make_dataset_from_youtube(
     overwrite: bool = False,  # Replace existing shards (default: skip them).
 ) -> list[Path]:
     """Library entry point of the YouTube tool; returns the shards written."""
-    items = partition_items(load_clip_config(clips_config_path), partition, num_partitions)
-    if all(spec.shard(output_dir, partition).exists() for spec in specs) and not overwrite:
-        return pipeline.convert_partition([], _interval_source, output_dir, partition, specs)  # Prints the skip notes.
-    video_ids = list(dict.fromkeys(v for v, _ in items))
-    video_files = download_videos(video_ids, video_cache_dir, download_workers)
-    return make_dataset_from_clips(
-        items, video_files, output_dir, specs, partition, fps=fps, workers=workers, overwrite=overwrite
+    all_items = load_clip_config(clips_config_path)
+    where = f"clip config {str(clips_config_path)!r}"
+    items = pipeline.select_partition(all_items, partition, num_partitions, "clips", where)
+    pipeline.check_writable_dir(output_dir)
+    pipeline.check_writable_dir(video_cache_dir, "video cache directory")
+    pipeline.record_partitioning(
+        output_dir, specs, [partition], num_partitions, len(all_items), "make_dataset_from_youtube", "clips", overwrite
     )
+    if not pipeline.shards_to_write(output_dir, partition, specs, overwrite, notes=False):
+        pipeline.shards_to_write(output_dir, partition, specs, overwrite)  # Prints the skip notes.
+        written = []
+    else:
+        video_ids = list(dict.fromkeys(v for v, _ in items))
+        video_files = download_videos(video_ids, video_cache_dir, download_workers)
+        written = make_dataset_from_clips(
+            items, video_files, output_dir, specs, partition, fps=fps, workers=workers, overwrite=overwrite
+        )
+    pipeline.print_partition_hint(partition, num_partitions, len(items), len(all_items), "clips")
+    return written
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from pathlib import Path
 import click
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from dataset_tools.utils import ShardWriter, center_crop_and_resize, encode_jpeg, parse_resolution, shard_path
+from dataset_tools import pipeline
+from dataset_tools.utils import parse_resolution, partition_items, warn
 
 WORLD_SIZE = 8.0  # World side length in frame heights; the world wraps around (a torus).
 WORLD_FREQS = 192  # Texture band limit: frequencies up to WORLD_FREQS/2 cycles per world side.
@@ -251,6 +251,15 @@ def iter_synthetic_frames(
         yield from frames
 
 
+def _synthetic_source(task: tuple, problems: list[str]):
+    """Pipeline frame source of one synthetic video: ``task = (video_index, num_frames, render_h, render_w, seed)``."""
+    video_index, num_frames, render_h, render_w, seed = task
+    frames = iter_synthetic_frames(num_frames, render_h, render_w, seed, video_index)
+    return f"video_{video_index:04d}", (
+        (f"frame_{i:06d}.jpg", Image.fromarray(frame, mode="RGB")) for i, frame in enumerate(frames)
+    )
+
+
 def make_synthetic_dataset(
     out_dir: str | os.PathLike,  # Dataset root to create (shards go to <out_dir>/HHHHxWWWW/).
     num_videos: int = 4,  # Number of clips.
@@ -258,9 +267,17 @@ def make_synthetic_dataset(
     resolutions: Sequence[tuple[int, int]] = ((36, 64), (144, 256)),  # (height, width) pairs to write.
     seed: int = 0,  # World, paths and colours of video i depend only on (seed, i).
     num_partitions: int = 1,  # Clips are split into this many shards per resolution (numpy.array_split).
-    progress: bool = False,  # Show a tqdm bar.
+    progress: bool = False,  # Show a tqdm bar and the notes of the conversion.
+    partitions: Sequence[int] | None = None,  # Partitions to write; None = all.
+    workers: int = 1,  # Parallel worker processes.
+    overwrite: bool = False,  # Replace a dataset made with other settings, and this run's existing shards.
 ) -> Path:
     """Write a synthetic dataset (clips ``video_0000``, ... with frames ``frame_000000.jpg``, ...).
+
+    Restartable like the other tools (shards are written atomically; a killed run's ``*.partial`` files are
+    deleted by the next run of the same partition; existing shards are skipped). A dataset in ``out_dir`` made
+    with other settings (seed, videos, frames, partitions) is refused with ``pipeline.ConversionError`` unless
+    ``overwrite``, which replaces it and deletes its shards beyond ``num_partitions``.
 
     Example::
 
@@ -277,29 +294,33 @@ def make_synthetic_dataset(
         raise ValueError(f"resolutions must be a non-empty list of positive (height, width), got {resolutions!r}")
     if not 1 <= num_partitions <= num_videos:
         raise ValueError(f"num_partitions must be in [1, num_videos={num_videos}], got {num_partitions}")
+    partitions = list(range(num_partitions)) if partitions is None else [int(p) for p in partitions]
+    if not all(0 <= p < num_partitions for p in partitions):
+        raise ValueError(f"partitions must be in [0, {num_partitions - 1}], got {partitions}")
     render_h, render_w = max(resolutions, key=lambda r: (r[0] * r[1], r[0]))
     out_dir = Path(out_dir)
+    specs = [pipeline.FrameSpec(height=h, width=w) for h, w in resolutions]
 
-    bar = tqdm(total=sum(lengths), unit="frame", disable=not progress, desc="Rendering")
-    for partition, video_ids in enumerate(np.array_split(np.arange(num_videos), num_partitions)):
-        writers = [ShardWriter(shard_path(out_dir, partition, h, w)) for h, w in resolutions]
-        try:
-            for video_index in video_ids:
-                clip = f"video_{int(video_index):04d}"
-                frames = iter_synthetic_frames(lengths[video_index], render_h, render_w, seed, int(video_index))
-                for frame_index, frame in enumerate(frames):
-                    image = Image.fromarray(frame, mode="RGB")
-                    for (h, w), writer in zip(resolutions, writers):
-                        resized = center_crop_and_resize(image, h, w)
-                        writer.add_frame(clip, f"frame_{frame_index:06d}.jpg", encode_jpeg(resized))
-                    bar.update(1)
-            for writer in writers:
-                writer.close()
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
-    bar.close()
+    pipeline.check_writable_dir(out_dir)
+    settings = dict(seed=int(seed), num_videos=num_videos, num_frames=lengths if len(set(lengths)) > 1 else lengths[0])
+    pipeline.record_partitioning(
+        out_dir,
+        specs,
+        partitions,
+        num_partitions,
+        num_videos,
+        "make_synthetic_dataset",
+        "videos",
+        overwrite=overwrite,
+        settings=settings,
+        remove_stale=True,
+    )
+    for partition in partitions:
+        video_ids = partition_items(list(range(num_videos)), partition, num_partitions)
+        tasks = [(i, lengths[i], render_h, render_w, int(seed)) for i in video_ids]
+        pipeline.convert_partition(
+            tasks, _synthetic_source, out_dir, partition, specs, workers=workers, overwrite=overwrite, progress=progress
+        )
     return out_dir
 
 
@@ -309,7 +330,13 @@ def make_synthetic_dataset(
 @click.command()
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--num-videos", type=click.IntRange(min=1), default=4, show_default=True, help="Number of clips.")
-@click.option("--num-frames", type=click.IntRange(min=1), default=64, show_default=True, help="Frames per clip.")
+@click.option(
+    "--num-frames",
+    type=click.IntRange(min=1),
+    default=160,
+    show_default=True,
+    help=f"Frames per clip (the low-res phase trains on {pipeline.LOW_RES_CLIP_FRAMES}-frame clips).",
+)
 @click.option(
     "--resolution",
     "resolution_list",
@@ -320,17 +347,28 @@ def make_synthetic_dataset(
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
+    "--partition", type=click.IntRange(min=0), default=None, help="Write only this partition [default: all of them]."
+)
+@click.option(
     "--num-partitions", type=click.IntRange(min=1), default=1, show_default=True, help="Shards per resolution."
 )
-def main(output_dir, num_videos, num_frames, resolution_list, seed, num_partitions):
+@pipeline.workers_option()
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a dataset in OUTPUT_DIR made with other settings, and this run's existing shards "
+    "(default: skip existing shards, refuse other settings).",
+)
+def main(output_dir, num_videos, num_frames, resolution_list, seed, partition, num_partitions, workers, overwrite):
     """Render a seeded synthetic long-video dataset (moving camera over a persistent world, moving objects,
-    slow lighting drift) into OUTPUT_DIR/HHHHxWWWW/partition_NNNN.zip.
+    slow lighting drift) into OUTPUT_DIR/HHHHxWWWW/partition_NNNN.zip. Restartable: existing shards are skipped
+    and a killed run's leftovers are deleted; a dataset made with other settings is refused unless --overwrite.
 
     \b
     Examples:
       python -m dataset_tools.make_synthetic_dataset /tmp/synth
       python -m dataset_tools.make_synthetic_dataset /tmp/synth --num-videos 8 --num-frames 300 \\
-          --resolution 36x64 --resolution 144x256 --num-partitions 2
+          --resolution 36x64 --resolution 144x256 --num-partitions 2 --partition 1
     """
     try:
         resolutions = [parse_resolution(r) for r in resolution_list]
@@ -338,16 +376,39 @@ def main(output_dir, num_videos, num_frames, resolution_list, seed, num_partitio
         raise click.ClickException(f"--resolution: {error}")
     if num_partitions > num_videos:
         raise click.ClickException(f"--num-partitions ({num_partitions}) must not exceed --num-videos ({num_videos})")
-    root = make_synthetic_dataset(
-        output_dir,
-        num_videos=num_videos,
-        num_frames=num_frames,
-        resolutions=resolutions,
-        seed=seed,
-        num_partitions=num_partitions,
-        progress=True,
+    if partition is not None and partition >= num_partitions:
+        raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
+    pipeline.check_sizes([pipeline.FrameSpec(height=h, width=w) for h, w in resolutions])
+    if num_frames < pipeline.LOW_RES_CLIP_FRAMES:
+        warn(
+            f"--num-frames {num_frames} is below the {pipeline.LOW_RES_CLIP_FRAMES} frames of the low-res phase's "
+            f"clips; that phase cannot train on this dataset"
+        )
+    partitions = None if partition is None else [partition]
+    pipeline.run_conversion(
+        lambda: make_synthetic_dataset(
+            output_dir,
+            num_videos=num_videos,
+            num_frames=num_frames,
+            resolutions=resolutions,
+            seed=seed,
+            num_partitions=num_partitions,
+            progress=True,
+            partitions=partitions,
+            workers=workers,
+            overwrite=overwrite,
+        )
     )
-    print(f"Wrote {num_videos} videos of {num_frames} frames at {', '.join(resolution_list)} to {root}")
+    which = "all partitions" if partition is None else f"partition {partition} of {num_partitions}"
+    print(f"Done: {num_videos} videos of {num_frames} frames at {', '.join(resolution_list)} in {output_dir} ({which})")
+    if partition is not None:
+        pipeline.print_partition_hint(
+            partition,
+            num_partitions,
+            len(partition_items(list(range(num_videos)), partition, num_partitions)),
+            num_videos,
+            "videos",
+        )
 
 
 if __name__ == "__main__":

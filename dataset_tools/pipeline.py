@@ -11,10 +11,14 @@ and checks the tools have in common are at the end.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
+import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -25,17 +29,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset_tools.utils import (
+    FRAME_PATHS_NAME,
     ClipFileWriter,
     ShardWriter,
     center_crop_and_resize,
     default_workers,
     encode_jpeg,
+    partition_items,
     remove_stale_partials,
     resize_long_edge,
     shard_path,
     to_rgb,
     warn,
 )
+
+PARTITIONS_FILE = "partitions.json"  # Sidecar in the dataset root: how the inputs were split (read by `info`).
+LOW_RES_CLIP_FRAMES = 128  # Clip length of the low-res training phase; shorter clips are unused there.
 
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -79,6 +88,10 @@ class ClipResult:
     problems: list[str]
 
 
+class ConversionError(RuntimeError):
+    """A conversion that cannot start or produced nothing; the tools print it as one ``Error:`` line."""
+
+
 def convert_clip(source: FrameSource, task, specs: Sequence[FrameSpec], clip_files: Sequence[str]) -> ClipResult:
     """Worker body: read one clip, write one scratch file per output size."""
     problems: list[str] = []
@@ -93,10 +106,56 @@ def convert_clip(source: FrameSource, task, specs: Sequence[FrameSpec], clip_fil
     finally:
         for writer in writers:
             writer.close()
+    if count == 0 and not problems:
+        problems.append(f"clip {clip_path!r}: no frames (empty input, or everything trimmed away); skipped")
     return ClipResult(clip_path, count, problems)
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def check_writable_dir(directory: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``directory`` (and parents) and make sure files can be created in it; raises ``ConversionError``
+    naming the directory otherwise, so a tool fails before any work."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConversionError(f"cannot write to the {what} {str(directory)!r}: {reason}") from None
+    return directory
+
+
+def shard_num_clips(shard: Path) -> int | None:
+    """Number of clips a shard lists, or None when it cannot be read."""
+    try:
+        with zipfile.ZipFile(shard) as zf:
+            return len(json.loads(zf.read(FRAME_PATHS_NAME)))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+
+
+def shards_to_write(
+    output_dir: str | os.PathLike, partition: int, specs: Sequence[FrameSpec], overwrite: bool, notes: bool = True
+) -> list[tuple[FrameSpec, Path]]:
+    """The (size, shard) pairs of a partition still to write: all with ``overwrite``, else those whose shard is
+    missing or lists no clips (left by an older run whose inputs all failed); ``notes`` prints why others are
+    skipped."""
+    todo = []
+    for spec in specs:
+        shard = spec.shard(output_dir, partition)
+        if shard.exists() and not overwrite:
+            if shard_num_clips(shard) == 0:
+                if notes:
+                    print(f"Replacing {shard}: it lists no clips (every input of an earlier run failed)", flush=True)
+            else:
+                if notes:
+                    print(f"Skipping {shard}: it exists (use --overwrite to replace it)", flush=True)
+                continue
+        todo.append((spec, shard))
+    return todo
 
 
 def convert_partition(
@@ -108,19 +167,24 @@ def convert_partition(
     workers: int = 1,  # Worker processes; 1 = convert in this process.
     overwrite: bool = False,  # Replace existing shards instead of skipping them.
     desc: str | None = None,  # Progress bar label; None: "Partition <partition>".
+    progress: bool = True,  # Show a progress bar and the skip notes.
 ) -> list[Path]:
-    """Convert ``tasks`` into one shard per output size; returns the shards written (empty when all existed)."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    shards = [spec.shard(output_dir, partition) for spec in specs]
-    todo = [(spec, shard) for spec, shard in zip(specs, shards) if overwrite or not shard.exists()]
-    for shard in shards:
-        if shard.exists() and not overwrite:
-            print(f"Skipping {shard}: it exists (use --overwrite to replace it)")
+    """Convert ``tasks`` into one shard per output size; returns the shards written (empty when all existed).
+
+    Inputs that yield no frames are reported and left out, with an "N of M inputs failed" summary; when no input
+    yields a frame nothing is written and ``ConversionError`` is raised, so a rerun tries again. An existing
+    shard listing no clips (from an older run whose inputs all failed) is replaced rather than skipped.
+    """
+    output_dir = check_writable_dir(output_dir)
+    todo = shards_to_write(output_dir, partition, specs, overwrite, progress)
     if len(todo) == 0:
         return []
+    if len(tasks) == 0:
+        raise ConversionError(f"partition {partition} has no inputs; nothing was written")
     if desc is None:
         desc = f"Partition {partition}"
+    for shard in {shard.parent for _, shard in todo}:
+        check_writable_dir(shard)
 
     # One process per partition at a time; the lock dies with its holder, so a killed run never blocks.
     lock_path = output_dir / f".partition_{partition:04d}.lock"
@@ -128,7 +192,7 @@ def convert_partition(
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise RuntimeError(
+        raise ConversionError(
             f"another process is writing partition {partition} in {str(output_dir)!r} (lock {str(lock_path)!r} is held)"
         ) from None
     work_dir = output_dir / f".partition_{partition:04d}.work"
@@ -139,7 +203,13 @@ def convert_partition(
             remove_stale_partials(shard)
         writers = [ShardWriter(shard) for _, shard in todo]
         try:
-            _run_tasks(tasks, source, [spec for spec, _ in todo], writers, work_dir, workers, desc)
+            lengths = _run_tasks(tasks, source, [spec for spec, _ in todo], writers, work_dir, workers, desc, progress)
+            failed = sum(1 for n in lengths if n == 0)
+            if failed == len(tasks):
+                raise ConversionError(
+                    f"nothing converted: {failed} of {len(tasks)} inputs failed (see the warnings above); "
+                    f"no shard written for partition {partition}"
+                )
             written = [writer.close() for writer in writers]
         except BaseException:
             for writer in writers:
@@ -149,32 +219,47 @@ def convert_partition(
         shutil.rmtree(work_dir, ignore_errors=True)
         lock.release()
         lock_path.unlink(missing_ok=True)
+    if failed > 0:
+        warn(
+            f"{failed} of {len(tasks)} inputs failed (see the warnings above); the shards hold the other "
+            f"{len(tasks) - failed}"
+        )
+    short = sum(1 for n in lengths if 0 < n < LOW_RES_CLIP_FRAMES)
+    if short > 0 and progress:
+        warn(
+            f"{short} of {len(tasks) - failed} clips have fewer than {LOW_RES_CLIP_FRAMES} frames, the low-res "
+            f"training phase's clip length; that phase will skip them"
+        )
+    if progress:
+        for shard in written:
+            print(f"Wrote {shard}", flush=True)
     return written
 
 
-def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc: str) -> None:
+def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc: str, progress: bool) -> list[int]:
+    """Convert and merge every task in order; returns the number of frames of each task's clip."""
+
     def clip_files(index: int) -> list[str]:
         return [str(work_dir / f"clip_{index:06d}.{spec.label}.scratch") for spec in specs]
 
-    bar = tqdm(total=len(tasks), desc=desc, unit="clip", file=sys.stdout, dynamic_ncols=True)
-    num_frames = 0
+    bar = tqdm(total=len(tasks), desc=desc, unit="clip", file=sys.stdout, dynamic_ncols=True, disable=not progress)
+    lengths: list[int] = []
 
     def merge(index: int, result: ClipResult) -> None:
-        nonlocal num_frames
         for message in result.problems:
             warn(message)
         for writer, path in zip(writers, clip_files(index)):
             writer.add_clip_file(path)
             os.unlink(path)
-        num_frames += result.num_frames
-        bar.set_postfix(frames=num_frames)
+        lengths.append(result.num_frames)
+        bar.set_postfix(frames=sum(lengths))
 
     if workers <= 1 or len(tasks) <= 1:
         for index, task in enumerate(tasks):
             merge(index, convert_clip(source, task, specs, clip_files(index)))
             bar.update(1)
         bar.close()
-        return
+        return lengths
 
     # Spawned workers: safe even when the parent has threads (torch, tqdm); results merged in task order.
     context = multiprocessing.get_context("spawn")
@@ -198,6 +283,7 @@ def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc
                 future.cancel()
             raise
     bar.close()
+    return lengths
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -317,6 +403,7 @@ def resolve_cli_specs(
         raise click.ClickException(f"--num-partitions must be >= 1, got {num_partitions}")
     if not 0 <= partition < num_partitions:
         raise click.ClickException(f"--partition must be in [0, {num_partitions - 1}], got {partition}")
+    check_sizes(specs)
     return specs
 
 
@@ -328,13 +415,174 @@ def check_fps_option(fps: float | None) -> None:
 
 def run_conversion(
     convert: Callable[[], list[Path]],
-    errors: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, RuntimeError),
-) -> None:
-    """Run a tool's conversion, show the expected ``errors`` as an ``Error:`` line (others keep their traceback)
-    and list the shards written."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError),
+) -> list[Path]:
+    """Run a tool's conversion and show the expected ``errors`` as one ``Error:`` line (others keep their
+    traceback); returns the shards written."""
     try:
         written = convert()
     except errors as error:
-        raise click.ClickException(str(error))
-    for shard in written:
-        print(f"Wrote {shard}")
+        message = str(error)
+        if isinstance(error, OSError) and error.filename is not None and error.strerror:
+            message = f"{error.filename}: {error.strerror}"
+        raise click.ClickException(message)
+    return written
+
+
+def check_sizes(specs: Sequence[FrameSpec]) -> None:
+    """Warn about output sizes the models are not built for: odd sides, or portrait frames (height > width)."""
+    for spec in specs:
+        if spec.height is None:
+            continue
+        size = f"{spec.height}x{spec.width}"
+        odd = [name for name, value in (("height", spec.height), ("width", spec.width)) if value % 2]
+        if odd:
+            warn(
+                f"output size {size} has an odd {' and '.join(odd)}; the generators expect even sizes "
+                f"(the paper uses 36x64 and 144x256, with the super-res size 4x the low-res one)"
+            )
+        if spec.height > spec.width:
+            warn(
+                f"output size {size} is portrait (height > width); the models and presets are built for "
+                f"landscape 16:9 frames such as 36x64 and 144x256 (height x width)"
+            )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Partitions: selection, the partitions.json record in the dataset root, and the hint about the other partitions.
+
+_SHARD_NAME = re.compile(r"partition_(\d{4,})\.zip")
+
+
+def format_indices(indices: Iterable[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1..3, 5"``."""
+    indices = sorted(set(indices))
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
+def select_partition(items: Sequence, partition: int, num_partitions: int, noun: str, where: str) -> list:
+    """Chunk ``partition`` of ``items`` (``partition_items``); an empty chunk raises ``ConversionError`` that
+    says how many partitions the inputs fill."""
+    selected = partition_items(items, partition, num_partitions)
+    if len(selected) == 0:
+        raise ConversionError(
+            f"partition {partition} of {num_partitions} is empty: {where} holds {len(items)} {noun}, fewer than "
+            f"--num-partitions {num_partitions}; use --num-partitions {len(items)} or fewer"
+        )
+    return selected
+
+
+def read_partitioning(dataset_dir: str | os.PathLike) -> dict | None:
+    """The ``partitions.json`` record of a dataset root, or None when there is none (or it is unreadable)."""
+    try:
+        record = json.loads((Path(dataset_dir) / PARTITIONS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("num_partitions"), int):
+        return None
+    return record
+
+
+def existing_shards(res_dirs: Iterable[Path]) -> dict[int, list[Path]]:
+    """``partition_NNNN.zip`` files in ``res_dirs`` by partition index."""
+    found: dict[int, list[Path]] = {}
+    for res_dir in res_dirs:
+        if res_dir.is_dir():
+            for path in res_dir.iterdir():
+                match = _SHARD_NAME.fullmatch(path.name)
+                if match:
+                    found.setdefault(int(match.group(1)), []).append(path)
+    return found
+
+
+def record_partitioning(
+    output_dir: str | os.PathLike,  # Dataset root.
+    specs: Sequence[FrameSpec],  # Output sizes of this run.
+    partitions: Sequence[int],  # Partitions this run writes.
+    num_partitions: int,  # Size of the split.
+    num_inputs: int,  # Inputs (videos, clips, ...) of the whole split.
+    tool: str,  # Tool name, recorded.
+    noun: str,  # What an input is ("videos"), recorded.
+    overwrite: bool = False,  # This run replaces its own partitions' shards.
+    settings: dict | None = None,  # Further settings that all partitions must share (recorded, compared).
+    remove_stale: bool = False,  # With overwrite: delete shards of partitions >= num_partitions instead of refusing.
+) -> None:
+    """Check that this run's split matches the shards already in ``output_dir`` and record it in
+    ``<output_dir>/partitions.json`` (``info`` reads it to find missing partitions).
+
+    Shards of another split (a different ``num_partitions`` or different ``settings``) must not end up mixed with
+    this run's: such a run is refused with a ``ConversionError`` naming a shard, unless the only shards in the way
+    are the ones this run replaces with ``overwrite`` (or, with ``remove_stale``, shards of partitions beyond
+    ``num_partitions``, which are then deleted).
+    """
+    output_dir = Path(output_dir)
+    recorded = read_partitioning(output_dir)
+    res_dirs = {spec.shard(output_dir, 0).parent for spec in specs}
+    existing = existing_shards(res_dirs)
+    settings = dict(settings or {})
+    mismatch = []
+    if recorded is not None:
+        if recorded["num_partitions"] != num_partitions:
+            mismatch.append(f"--num-partitions {recorded['num_partitions']}")
+        for key, value in settings.items():
+            if recorded.get("settings", {}).get(key) != value:
+                mismatch.append(f"{key} {recorded.get('settings', {}).get(key)!r}")
+    elif any(i >= num_partitions for i in existing):
+        mismatch.append(f"at least {max(existing) + 1} partitions")
+    if mismatch:
+        what = f"{str(output_dir)!r} holds shards made with {', '.join(mismatch)}"
+        mine = set(partitions)
+        others = sorted(p for i, paths in existing.items() if i not in mine for p in paths)
+        if (
+            others
+            and remove_stale
+            and overwrite
+            and all(int(_SHARD_NAME.fullmatch(p.name).group(1)) >= num_partitions for p in others)
+        ):
+            for path in others:
+                print(f"Removing {path}: partition beyond --num-partitions {num_partitions}", flush=True)
+                path.unlink()
+            others = []
+        if others:
+            raise ConversionError(
+                f"{what}, e.g. {str(others[0])!r}; they must not be mixed with this run's. Use the same settings, "
+                f"an empty output directory, or delete the old shards first"
+            )
+        if existing and not overwrite:
+            first = sorted(p for paths in existing.values() for p in paths)[0]
+            raise ConversionError(f"{what}, e.g. {str(first)!r}; add --overwrite to replace them")
+    record = dict(tool=tool, num_partitions=num_partitions, num_inputs=num_inputs, inputs=noun, settings=settings)
+    if recorded != record:
+        check_writable_dir(output_dir)
+        path = output_dir / PARTITIONS_FILE
+        temp = path.with_name(f".{PARTITIONS_FILE}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(temp, path)
+
+
+def partition_hint(partition: int, num_partitions: int, num_selected: int, num_total: int, noun: str) -> str | None:
+    """One line about the other partitions after converting ``partition`` (None when there is only one)."""
+    if num_partitions <= 1:
+        return None
+    line = f"Converted partition {partition} of {num_partitions} ({num_selected} of {num_total} {noun})"
+    filled = min(num_partitions, num_total)
+    others = [i for i in range(filled) if i != partition]
+    if others:
+        line += (
+            f"; for the rest run --partition {format_indices(others)}, or all at once: --num-partitions 1 --overwrite"
+        )
+    if filled < num_partitions:
+        line += f" (partitions {format_indices(range(filled, num_partitions))} are empty)"
+    return line
+
+
+def print_partition_hint(partition: int, num_partitions: int, num_selected: int, num_total: int, noun: str) -> None:
+    line = partition_hint(partition, num_partitions, num_selected, num_total, noun)
+    if line is not None:
+        print(line, flush=True)

@@ -106,8 +106,12 @@ def default_workers() -> int:
 
 
 def warn(message: str) -> None:
-    """Print a warning line to stderr (tools keep going after bad inputs)."""
-    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+    """Print a warning line to stderr (tools keep going after bad inputs), on a line of its own even while a
+    progress bar is shown (``tqdm.write`` clears the bar, prints, and redraws it)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"WARNING: {message}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 # ----------------------------------------------------------------------------------------------------------------

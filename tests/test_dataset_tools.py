@@ -219,7 +219,11 @@ def test_rerun_skips_and_overwrite_replaces(tmp_path):
     assert "Skipping" in result.output and shard.stat().st_mtime_ns == stat.st_mtime_ns
     result = _invoke(make_dataset_from_videos.main, [*args, "--overwrite"])
     assert result.exit_code == 0 and shard.read_bytes() == first  # Rewritten, identical, no duplicates.
-    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == ["0036x0064", "partition_0000.zip"]
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == [
+        "0036x0064",
+        "partition_0000.zip",
+        "partitions.json",
+    ]
 
 
 def test_killed_run_leaves_no_complete_shard(tmp_path):
@@ -266,7 +270,7 @@ def test_killed_run_leaves_no_complete_shard(tmp_path):
         listing, names = _listing(out / res / "partition_0000.zip")
         assert len(names) == len(set(names)) == 4 * 90 + 1
         assert {k: len(v) for k, v in listing.items()} == {f"v{i}": 90 for i in range(4)}
-    assert sorted(p.name for p in out.iterdir()) == ["0036x0064", "0144x0256"]  # Scratch files cleaned up.
+    assert sorted(p.name for p in out.iterdir()) == ["0036x0064", "0144x0256", "partitions.json"]  # No scratch.
     assert len(VideoDatasetTwoRes(out, 8, 36, 64, 144, 256)) == 4
 
 
@@ -461,3 +465,236 @@ def test_synthetic_tool_cli(tmp_path):
     result = _invoke(synthetic_tool.main, [tmp_path / "s", "--resolution", "18by32"])
     assert result.exit_code != 0 and "--resolution" in result.output and "'18by32'" in result.output
     shutil.rmtree(tmp_path / "s")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a new user hit (issue 19): failed inputs, partitions, synthetic reruns, bad output directories, warnings.
+
+
+def _video_args(src, out, *extra):
+    return [src, out, "--height", 36, "--width", 64, "--workers", 1, *extra]
+
+
+def test_all_inputs_failed_writes_no_shard_and_fails(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    (src / "broken.mp4").write_bytes(b"this is not a video")
+    (src / "empty.mov").write_bytes(b"")
+    out = tmp_path / "data"
+    for _ in range(2):  # A rerun tries again instead of skipping an empty shard.
+        result = CliRunner().invoke(
+            make_dataset_from_videos.main, [str(a) for a in _video_args(src, out)] + ["--num-partitions", "1"]
+        )
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "Error: nothing converted: 2 of 2 inputs failed" in result.output, result.output
+        assert "broken.mp4" in result.stderr and "Skipping" not in result.output
+        assert list(out.rglob("*.zip")) == [] and list(out.rglob("*.partial")) == []
+    # An empty shard left by an older version is replaced, not skipped.
+    make_lavfi_video(src / "good.mp4", seconds=0.2, size="64x36")
+    from dataset_tools.utils import write_shard
+
+    write_shard(shard_path(out, 0, 36, 64), [])
+    result = CliRunner().invoke(
+        make_dataset_from_videos.main, [str(a) for a in _video_args(src, out)] + ["--num-partitions", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Replacing" in result.output and "2 of 3 inputs failed" in result.stderr
+    assert list(_listing(shard_path(out, 0, 36, 64))[0]) == ["good"]
+
+
+def test_youtube_offline_download_fails_without_shard(tmp_path, monkeypatch):
+    import yt_dlp
+
+    class Offline:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return False
+
+        def download(self, urls):
+            raise OSError("Unable to download webpage: <urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(yt_dlp, "YoutubeDL", Offline)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"vidA": ["0:01 0:02", "0:03 0:04"]}))
+    result = CliRunner().invoke(
+        make_dataset_from_youtube.main,
+        [str(config), str(tmp_path / "data"), str(tmp_path / "cache"), "--num-partitions", "1", "--workers", "1"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "nothing converted: 2 of 2 inputs failed" in result.output and "download of 'vidA' failed" in result.stderr
+    assert list((tmp_path / "data").rglob("*.zip")) == []
+
+
+def test_info_reports_empty_shards_and_undecodable_frames(tmp_path):
+    from dataset_tools.utils import write_shard
+
+    empty = tmp_path / "empty"
+    write_shard(shard_path(empty, 0, 36, 64), [])
+    result = CliRunner().invoke(info.main, [str(empty)])
+    assert result.exit_code == 1 and "OK" not in result.output
+    assert "1 problem:" in result.output and "lists no clips" in result.output, result.output
+
+    root = make_tiny_dataset(tmp_path, num_videos=2, num_frames=12, resolutions=((36, 64),))
+    shard = shard_path(root, 0, 36, 64)
+    with zipfile.ZipFile(shard) as zf:
+        entries = [(i, zf.read(i)) for i in zf.infolist()]
+    with zipfile.ZipFile(shard, "w", zipfile.ZIP_STORED) as zf:  # Garbage in the middle of a clip.
+        for item, data in entries:
+            zf.writestr(
+                item, b"\xff\xd8garbage, not a JPEG" if item.filename == "video_0001/frame_000005.jpg" else data
+            )
+    assert _invoke(info.main, [root]).exit_code == 0  # Only each clip's first and last frame are decoded by default.
+    result = CliRunner().invoke(info.main, [str(root), "--decode"])
+    assert result.exit_code == 1, result.output
+    assert "'video_0001/frame_000005.jpg' does not decode" in result.output and str(shard) in result.output
+    assert "--decode" in _invoke(info.main, ["--help"]).output
+
+
+def test_partition_hint_and_info_reports_missing_partitions(tmp_path):
+    src = tmp_path / "videos"
+    make_lavfi_video(src / "a.mp4", seconds=0.2, size="64x36")
+    make_lavfi_video(src / "b.mp4", seconds=0.2, size="64x36")
+    out = tmp_path / "data"
+    result = _invoke(make_dataset_from_videos.main, _video_args(src, out))  # Default --num-partitions 10.
+    assert result.exit_code == 0, result.output
+    assert "Converted partition 0 of 10 (1 of 2 videos); for the rest run --partition 1" in result.output
+    assert "partitions 2..9 are empty" in result.output
+    result = CliRunner().invoke(info.main, [str(out)])
+    assert result.exit_code == 1 and "missing partition 1 (partitions.json: 2 videos in 10 partitions)" in result.output
+    result = CliRunner().invoke(
+        make_dataset_from_videos.main, [str(a) for a in _video_args(src, out, "--partition", 5)]
+    )
+    assert (
+        result.exit_code == 1
+        and "partition 5 of 10 is empty" in result.output
+        and "--num-partitions 2" in result.output
+    )
+    assert _invoke(make_dataset_from_videos.main, _video_args(src, out, "--partition", 1)).exit_code == 0
+    assert _invoke(info.main, [out]).exit_code == 0
+    # Another split into the same directory would mix shards: refused, naming a shard in the way.
+    result = CliRunner().invoke(
+        make_dataset_from_videos.main, [str(a) for a in _video_args(src, out, "--num-partitions", 1)]
+    )
+    assert result.exit_code == 1 and "--num-partitions 10" in result.output and "partition_0001.zip" in result.output
+
+
+def _synthetic(out, *extra):
+    return CliRunner().invoke(
+        synthetic_tool.main,
+        [
+            str(out),
+            "--num-videos",
+            "3",
+            "--num-frames",
+            "4",
+            "--resolution",
+            "18x32",
+            "--workers",
+            "1",
+            *[str(e) for e in extra],
+        ],
+    )
+
+
+def test_synthetic_tool_reruns_partitions_and_overwrite(tmp_path):
+    default = next(p for p in synthetic_tool.main.params if p.name == "num_frames").default
+    assert default >= 128  # The low-res phase trains on 128-frame clips.
+    whole = tmp_path / "whole"
+    assert _synthetic(whole, "--num-partitions", 3).exit_code == 0
+    # One partition at a time gives the same shards; a killed run's *.partial files are cleaned up.
+    parts = tmp_path / "parts"
+    (parts / "0018x0032").mkdir(parents=True)
+    stale = parts / "0018x0032" / "partition_0001.zip.0123abcd.partial"
+    stale.write_bytes(b"left by kill -9")
+    for partition in (1, 0, 2):
+        result = _synthetic(parts, "--num-partitions", 3, "--partition", partition)
+        assert result.exit_code == 0, result.output
+    assert "Converted partition 2 of 3 (1 of 3 videos)" in result.output
+    assert not stale.exists()
+    for p in range(3):
+        assert shard_path(parts, p, 18, 32).read_bytes() == shard_path(whole, p, 18, 32).read_bytes()
+    # Other settings into an existing dataset: refused; --overwrite replaces it.
+    before = shard_path(whole, 0, 18, 32).read_bytes()
+    result = _synthetic(whole, "--num-partitions", 3, "--seed", 1)
+    assert result.exit_code == 1 and "seed 0" in result.output and "--overwrite" in result.output, result.output
+    assert shard_path(whole, 0, 18, 32).read_bytes() == before
+    result = _synthetic(whole, "--num-partitions", 3)  # Same settings: a rerun skips the finished shards.
+    assert result.exit_code == 0 and "Skipping" in result.output
+    # Fewer partitions on a rerun: refused, or with --overwrite the extra shard is removed.
+    result = _synthetic(whole, "--num-partitions", 2)
+    assert result.exit_code == 1 and "--num-partitions 3" in result.output
+    result = _synthetic(whole, "--num-partitions", 2, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (whole / "0018x0032").iterdir()) == ["partition_0000.zip", "partition_0001.zip"]
+    assert _invoke(info.main, [whole]).exit_code == 0 and len(VideoDataset(whole, 4, 18, 32)) == 3
+
+
+def test_unwritable_output_and_read_only_input_give_one_line(tmp_path, monkeypatch):
+    src = tmp_path / "videos"
+    make_lavfi_video(src / "v.mp4", seconds=0.2, size="64x36")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    for tool, args in (
+        (make_dataset_from_videos.main, _video_args(src, blocker / "out", "--num-partitions", 1)),
+        (synthetic_tool.main, [blocker / "out", "--num-videos", 1, "--num-frames", 2, "--resolution", "18x32"]),
+    ):
+        result = CliRunner().invoke(tool, [str(a) for a in args])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert f"Error: cannot write to the output directory '{blocker / 'out'}'" in result.output, result.output
+    # A read-only INPUT_DIR: the listing cache cannot be written there; the tool goes on without it.
+    frames = tmp_path / "frames" / "clip"
+    frames.mkdir(parents=True)
+    PIL.Image.new("RGB", (64, 36), (10, 20, 30)).save(frames / "0.png")
+    real_write_text = Path.write_text
+
+    def read_only(path, *args, **kwargs):
+        if Path(path).parent == tmp_path / "frames":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    result = CliRunner().invoke(
+        make_dataset_from_frames.main,
+        [str(tmp_path / "frames"), str(tmp_path / "out"), "--resolution", "36x64", "--num-partitions", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "no listing cache written" in result.output and "Permission denied" in result.output
+    assert list(_listing(shard_path(tmp_path / "out", 0, 36, 64))[0]) == ["clip"]
+
+
+def test_odd_and_portrait_sizes_warn(tmp_path):
+    src = tmp_path / "videos"
+    make_lavfi_video(src / "v.mp4", seconds=0.1, size="64x36")
+    result = CliRunner().invoke(
+        make_dataset_from_videos.main,
+        [str(src), str(tmp_path / "o"), "--resolution", "37x64", "--resolution", "64x36", "--num-partitions", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "37x64 has an odd height" in result.stderr and "64x36 is portrait" in result.stderr
+    result = CliRunner().invoke(make_dataset_from_videos.main, [str(a) for a in _video_args(src, tmp_path / "p")])
+    assert "WARNING: output size" not in result.stderr
+
+
+def test_warnings_print_on_their_own_line_under_a_progress_bar(monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    from dataset_tools.utils import warn
+
+    stream = io.StringIO()  # Terminal-like: stdout and stderr on one screen.
+    monkeypatch.setattr(sys, "stdout", stream)
+    monkeypatch.setattr(sys, "stderr", stream)
+    bar = tqdm(total=3, desc="Partition 0", file=sys.stdout, mininterval=0)
+    bar.update(1)
+    warn("clip 'x': cannot read the video; skipped")
+    bar.close()
+    text = stream.getvalue()
+    before = text[: text.index("WARNING")]
+    assert before.endswith(("\r", "\n")), repr(text)  # The bar line was cleared first.
+    assert "\rPartition 0" in text[text.index("WARNING") :]  # ... and redrawn after.
