@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -476,6 +477,22 @@ class _RetryableError(IOError):
     """A failed attempt that may succeed if tried again (network hiccup, truncated body, server error)."""
 
 
+def _is_name_resolution_error(err: BaseException) -> bool:
+    """True if a requests/urllib3 connection error was caused by a failed DNS lookup (``socket.gaierror``, or
+    urllib3's NameResolutionError, found anywhere in the chain of causes and arguments)."""
+    seen = set()
+    todo = [err]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError":
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+    return False
+
+
 def _download_once(session: Any, url: str) -> tuple[bytes, str | None]:
     """One download attempt: (body bytes, name from Content-Disposition or None)."""
     import requests  # Deferred: network pickles import dnnlib, and loading them must not need requests.
@@ -495,6 +512,9 @@ def _download_once(session: Any, url: str) -> tuple[bytes, str | None]:
     except requests.HTTPError:
         raise
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+        if _is_name_resolution_error(err):  # No network or a wrong host name: retrying does not help.
+            host = urllib.parse.urlparse(url).hostname
+            raise IOError(f"cannot resolve host name {host!r} (no network, or a wrong URL?)") from err
         raise _RetryableError(f"{type(err).__name__}: {err}") from err
 
     # Google Drive serves an HTML page instead of the file when it wants confirmation or is over quota.
@@ -573,7 +593,7 @@ def open_url(
     import requests  # Deferred, see _download_once.
 
     if verbose:
-        print(f"Downloading {url} ...", end="", flush=True)
+        print(f"Downloading {url} ...", flush=True)
     data = None
     file_name = None
     last_error: BaseException | None = None
@@ -586,13 +606,21 @@ def open_url(
             except _RetryableError as err:
                 last_error = err
                 if attempt + 1 < num_attempts:
-                    time.sleep(min(0.5 * 2**attempt, 10.0))
-            except Exception as err:  # HTTP 4xx, Drive quota, bad URL: final.
+                    delay = min(0.5 * 2**attempt, 10.0)
+                    # Always shown (stderr), so a long series of retries is never silent.
+                    print(
+                        f"open_url: attempt {attempt + 1} of {num_attempts} for {url} failed ({err}); "
+                        f"retrying in {delay:g} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    time.sleep(delay)
+            except Exception as err:  # HTTP 4xx, Drive quota, bad URL, unknown host: final.
                 last_error = err
                 break
     if data is None:
         if verbose:
-            print(" failed.", flush=True)
+            print(f"Download of {url} failed.", flush=True)
         expected_path = os.path.join(cache_dir, f"{url_md5}_{_url_to_file_name(url)}")
         raise IOError(
             f"open_url: could not download {url!r} ({last_error}). Cache directory: {cache_dir!r}. "
@@ -600,7 +628,7 @@ def open_url(
             f"(file name '<md5 of the URL>_<any name>' = '{url_md5}_*')."
         ) from last_error
     if verbose:
-        print(" done", flush=True)
+        print(f"Downloaded {url}", flush=True)
 
     # Store in the cache atomically.
     if cache:

@@ -321,3 +321,38 @@ def test_open_url_killed_mid_download_leaves_no_cache_entry(server, tmp_path):
     with util.open_url(url, cache_dir=cache_dir, verbose=False) as f:
         assert f.read() == body
     assert len(_cache_entries(cache_dir, url)) == 1
+
+
+def test_open_url_dns_failure_fails_at_once(tmp_path, monkeypatch):
+    import socket
+
+    calls = []
+
+    def no_dns(host, *args, **kwargs):  # What an offline machine answers; no real lookup is made.
+        calls.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(util.time, "sleep", lambda seconds: None)
+    start = time.monotonic()
+    with pytest.raises(IOError, match="cannot resolve host name 'nonexistent.invalid'") as info:
+        util.open_url("https://nonexistent.invalid/i3d_torchscript.pt", cache_dir=str(tmp_path), num_attempts=5)
+    assert calls == ["nonexistent.invalid"] and time.monotonic() - start < 5  # One lookup, no retries.
+    assert "To work offline" in str(info.value)
+
+
+def test_open_url_retries_are_announced(tmp_path, monkeypatch, capsys):
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}/i3d.pt"
+    closed.close()  # Nothing listens there: connection refused, a retryable failure.
+    delays = []
+    monkeypatch.setattr(util.time, "sleep", delays.append)
+    with pytest.raises(IOError, match="Connection refused"):
+        util.open_url(url, cache_dir=str(tmp_path), num_attempts=3, verbose=False)
+    err = capsys.readouterr().err
+    assert delays == [0.5, 1.0]
+    assert f"attempt 1 of 3 for {url} failed" in err and "retrying in 0.5 s" in err
+    assert "attempt 2 of 3" in err and "retrying in 1 s" in err and "attempt 3 of 3" not in err
