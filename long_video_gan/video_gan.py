@@ -11,10 +11,14 @@ how D is run (`video_gan_lres.LowResVideoGAN`, `video_gan_sres.SuperResVideoGAN`
 5. phase hook (sres: the ADA probability update);
 6. G EMA update.
 
-Departure from the original (SPEC §9.6): the D step generates its fakes per accumulation chunk instead of for the
-whole per-rank batch at once, so memory does not grow with `--grad-accum`. Since the magnitude EMAs are then updated
-once per chunk, each chunk uses `beta ** (1/accum)`, which decays the old value exactly as one update with `beta`
-per step does (the same for accum = 1).
+Departure from the original: the D step generates its fakes per accumulation chunk instead of for the whole per-rank
+batch at once, so memory does not grow with `--grad-accum`. G's running averages (the magnitude EMAs of both phases,
+the super-res mapping's `w_avg`) still advance once per step: each chunk's pass updates them from the step's starting
+value, as if it were the whole batch, and after the last chunk each buffer is set to the mean of the chunks' results.
+The updates are lerps, linear in the batch statistic, and the chunks are equal, so this is the original's one update
+with the whole batch's statistic, whatever the chunking. What differs is only what a chunk's own pass sees: its gains
+come from its own statistics instead of the whole batch's, so the fakes (and the statistics of later layers, which
+depend on those gains) differ slightly; with accum = 1 nothing differs.
 """
 
 import copy
@@ -39,6 +43,39 @@ def split_batch(batch: dict, num_chunks: int) -> list[dict]:
             for chunk, part in zip(chunks, value.chunk(num_chunks)):
                 chunk[key] = part
     return chunks
+
+
+class ChunkedBufferUpdate:
+    """Makes a module's running-average buffers advance once per step when its updating pass runs once per chunk.
+
+    Call `chunk_done()` after each chunk's updating pass and `finish()` after the last. Every floating-point buffer
+    that a pass changes is put back to its value at the start of the step after each chunk, and finally set to the
+    mean over the chunks of the values the passes left. For buffers updated by one lerp per pass, `b <- lerp(m, b,
+    beta)` with `m` a mean over the pass's batch, this equals one update with the mean over all equal chunks.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.start = {name: buf.detach().clone() for name, buf in module.named_buffers() if buf.is_floating_point()}
+        self.values = {}  # Name -> the buffer's value after each chunk, for the buffers a pass changed.
+        self.num_chunks = 0
+
+    @torch.no_grad()
+    def chunk_done(self) -> None:
+        for name, buf in self.module.named_buffers():
+            start = self.start.get(name)
+            if start is None or (name not in self.values and torch.equal(buf, start)):
+                continue
+            self.values.setdefault(name, [start] * self.num_chunks).append(buf.detach().clone())
+            buf.copy_(start)
+        self.num_chunks += 1
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        buffers = dict(self.module.named_buffers())
+        for name, values in self.values.items():
+            buffers[name].copy_(torch.stack(values).to(torch.float64).mean(dim=0))
+        self.values = {}
 
 
 class VideoGAN:
@@ -179,11 +216,13 @@ class VideoGAN:
 
         # D step (fakes made per chunk, see the module docstring).
         chunks = split_batch(self.to_device(next_batch()), self.grad_accum)
-        beta = self.magnitude_ema_beta ** (1 / self.grad_accum)
+        running_averages = ChunkedBufferUpdate(self.G) if len(chunks) > 1 else None
         self.D_opt.zero_grad(set_to_none=True)
         self.D.requires_grad_(True)
         for chunk in chunks:
-            fake_logits = self.D_fake_logits(chunk, beta)
+            fake_logits = self.D_fake_logits(chunk, self.magnitude_ema_beta)
+            if running_averages is not None:
+                running_averages.chunk_done()
             fake_loss = losses.discriminator_fake_loss(fake_logits)
             fake_loss.backward()
             real_logits = self.D_real_logits(chunk)
@@ -197,6 +236,8 @@ class VideoGAN:
                 "loss/D_loss", torch.nn.functional.softplus(fake_logits) + torch.nn.functional.softplus(-real_logits)
             )
             self.observe_real_logits(real_logits)
+        if running_averages is not None:
+            running_averages.finish()
         self._optimizer_step(self.D, self.D_opt, gain=1 / self.grad_accum)
 
         # Lazy R1 on a fresh real batch.

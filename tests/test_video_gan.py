@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from long_video_gan import training_utils as tu
-from long_video_gan.video_gan import split_batch
+from long_video_gan.video_gan import ChunkedBufferUpdate, split_batch
 from long_video_gan.video_gan_lres import LowResVideoGAN
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -15,6 +15,7 @@ class StandInG(torch.nn.Module):
     """Renders `bias + noise * scale` clips of 8x16 and records the magnitude-EMA beta of every call."""
 
     calls = []
+    stats = []  # The statistic of every updating call.
 
     def __init__(self):
         super().__init__()
@@ -28,7 +29,8 @@ class StandInG(torch.nn.Module):
         noise = torch.randn([batch_size, 3, seq_length, 8, 16], generator=generator_emb)
         if magnitude_ema_beta != 1:
             with torch.no_grad():
-                self.magnitude_ema.lerp_(noise.square().mean(), 1 - magnitude_ema_beta)
+                StandInG.stats.append(noise.square().mean())
+                self.magnitude_ema.lerp_(StandInG.stats[-1], 1 - magnitude_ema_beta)
         return noise * self.scale + self.bias
 
 
@@ -82,10 +84,36 @@ def test_step_order_betas_and_batches():
     StandInG.calls.clear()
     gan.train_step(0, batches)
     # G step: 2 chunks of 2 clips, 8 + 4 frames rendered, magnitude EMAs read-only; D step: 2 chunks updating them with
-    # beta^(1/accum), so one step decays them like one update with 0.999.
-    beta = 0.999 ** (1 / 2)
-    assert StandInG.calls == [(2, 12, 1.0), (2, 12, 1.0), (2, 12, beta), (2, 12, beta)]
+    # 0.999, each from the step's starting value, the buffer ending at the mean of the two results.
+    assert StandInG.calls == [(2, 12, 1.0), (2, 12, 1.0), (2, 12, 0.999), (2, 12, 0.999)]
     assert batches.count == 2  # D batch and the R1 batch of step 0.
+
+
+def test_running_averages_advance_once_per_step_with_the_mean_statistic():
+    # The D step's two chunks of fakes: the stand-in's EMA ends at lerp(mean of the chunks' statistics, start, 0.999),
+    # one update per step as the original's single pass over the whole batch does.
+    gan = _gan(grad_accum=2, batch_gpu=4)
+    start = gan.G.magnitude_ema.clone()
+    StandInG.stats.clear()
+    gan.train_step(1, Batches(4))  # No R1 at step 1.
+    assert len(StandInG.stats) == 2
+    expected = start.lerp(torch.stack(StandInG.stats).mean(), 1 - 0.999)
+    torch.testing.assert_close(gan.G.magnitude_ema, expected, rtol=1e-7, atol=0)
+
+
+def test_chunked_buffer_update_leaves_untouched_buffers_bitwise():
+    module = torch.nn.Module()
+    module.register_buffer("ema", torch.tensor(2.0))
+    module.register_buffer("fixed", torch.tensor([0.1, 0.7]))
+    module.register_buffer("count", torch.tensor(3))
+    update = ChunkedBufferUpdate(module)
+    for value in (4.0, 8.0, 2.0):  # The third chunk leaves the buffer as it started: it still counts.
+        module.ema.fill_(value)
+        update.chunk_done()
+        assert float(module.ema) == 2.0
+    update.finish()
+    assert float(module.ema) == float(torch.tensor((4.0 + 8.0 + 2.0) / 3))  # The mean, rounded once to float32.
+    assert torch.equal(module.fixed, torch.tensor([0.1, 0.7])) and int(module.count) == 3
 
 
 def test_r1_every_interval_steps():
