@@ -23,6 +23,27 @@ def load_generator(path: str, device: torch.device, what: str) -> torch.nn.Modul
         raise click.ClickException(f"--{what}: {err}")
 
 
+def check_dataset(dataset_dir: str, height: int, width: int) -> None:
+    """Fail with one line naming the problem unless the dataset has readable shards at the metrics' size."""
+    from long_video_gan.dataset import find_partitions, load_frame_paths
+
+    try:
+        _, zips = find_partitions(dataset_dir, height, width)
+        for path in zips:
+            load_frame_paths(path)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f"--dataset: {one_line(err)}")
+
+
+def one_line(err: BaseException) -> str:
+    """The message of an error as one line; an error re-raised from a DataLoader worker carries the worker's
+    traceback in its message, of which only the last line (the original error) is kept."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[-1] if len(lines) > 1 and "Traceback" in str(err) else " ".join(lines)
+
+
 @click.command(context_settings=dict(help_option_names=["-h", "--help"]))
 @click.option("--dataset", "dataset_dir", help="Dataset root (holds HHHHxWWWW/ directories)", required=True)
 @click.option("--lres", "lres_path", help="Low-res generator: pickle or .safetensors (path or URL)", required=True)
@@ -41,7 +62,18 @@ def load_generator(path: str, device: torch.device, what: str) -> torch.nn.Modul
 )
 @click.option("--replace-cache", help="Recompute (and overwrite) cached real-data statistics", **BOOL)
 @click.option("--verbose", help="Print progress", **BOOL)
-@click.option("--path", "jsonl_path", help="JSONL file to append results to (parent dirs created)")
+@click.option(
+    "--progress",
+    help="Progress bars and the detectors used, on stderr",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=True,
+    show_default=True,
+)
+@click.option(
+    "--path", "jsonl_path", help="JSONL file to append results to (parent dirs created; checked before any work)"
+)
 @click.option("--device", help="Torch device [default: cuda if available, else cpu]")
 @click.option("--detector-dir", help="Directory with the original detector files (i3d_torchscript.pt, ...)")
 @click.option(
@@ -77,6 +109,7 @@ def main(
     num_runs,
     replace_cache,
     verbose,
+    progress,
     jsonl_path,
     device,
     detector_dir,
@@ -112,6 +145,11 @@ def main(
         raise click.ClickException(f"--dataset: {dataset_dir!r} is not a directory")
     if detector_dir is not None and not os.path.isdir(detector_dir):
         raise click.ClickException(f"--detector-dir: {detector_dir!r} is not a directory")
+    if jsonl_path is not None:
+        try:
+            metric_main.check_jsonl_path(jsonl_path)
+        except OSError as err:
+            raise click.ClickException(f"--path: cannot append to {jsonl_path!r}: {err.strerror or err}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype == "bf16":
         # The generators' convolutions in bfloat16, their activations and the detectors float32 (fast_cpu.py).
@@ -138,6 +176,7 @@ def main(
         G, height, width = sr_G, int(sr_G.hr_height), int(sr_G.hr_width)
     else:
         G, lr_G, height, width = lr_G, None, int(lr_G.out_height), int(lr_G.out_width)
+    check_dataset(dataset_dir, height, width)
 
     opts = dict(
         G=G,
@@ -147,6 +186,7 @@ def main(
         num_gpus=1,
         rank=0,
         verbose=verbose,
+        show_progress=progress,
         replace_cache=replace_cache,
         detector_dir=detector_dir,
         detector_source=detector_source,
@@ -162,10 +202,19 @@ def main(
             result = metric_main.calc_metric(name, num_runs=num_runs, **opts)
         except detectors.DetectorUnavailableError as err:
             raise click.ClickException(str(err))
+        except (OSError, ValueError) as err:  # Bad data found mid-run (a frame that does not decode, ...).
+            raise click.ClickException(f"{name}: {one_line(err)}")
         line = metric_main.report_metric(
-            result, jsonl_path, lres_path=lres_path, sres_path=sres_path, num_gen=num_gen, max_real=max_real, seed=seed
+            result, None, lres_path=lres_path, sres_path=sres_path, num_gen=num_gen, max_real=max_real, seed=seed
         )
-        print(line)
+        print(line, flush=True)  # Printed first, so the result survives a failed write.
+        if jsonl_path is not None:
+            try:
+                metric_main.append_jsonl(jsonl_path, line)
+            except OSError as err:
+                raise click.ClickException(
+                    f"--path: cannot append to {jsonl_path!r} ({err.strerror or err}); the result is printed above"
+                )
     if verbose and jsonl_path is not None:
         print(f"Appended results to {jsonl_path}")
 

@@ -118,7 +118,7 @@ def find_official_file(kind: str, detector_dir: Optional[str] = None, download: 
     if not _download_allowed(download):
         return None, f"not in {d or 'any --detector-dir'} nor in the download cache {cache_dir}; downloads are off"
     try:
-        path = dnnlib.util.open_url(url, num_attempts=2, verbose=False, return_filename=True)
+        path = dnnlib.util.open_url(url, num_attempts=2, verbose=True, return_filename=True)
         return path, ""
     except Exception as e:  # Any network failure means "not available"; the caller decides what to do.
         return None, f"download failed: {type(e).__name__}: {str(e)[:200]}"
@@ -147,6 +147,7 @@ class FeatureDetector(torch.nn.Module):
         self.net = net
         self.can_classify = can_classify
         self.sha256 = sha256_file(path)
+        self.fallback_reason = ""  # Why the original file was not used, when "auto" fell back to packaged weights.
 
     @property
     def info(self) -> dict:
@@ -336,10 +337,29 @@ def get_detector(
         elif source == "packaged" and not packaged_ok:
             reason = f"no packaged weights can serve {kind}"
         raise DetectorUnavailableError(missing_detector_message(kind, detector_dir, reason))
+    if source == "auto" and detector.source == "packaged":
+        detector.fallback_reason = reason or "not found"
     if verbose:
-        print(f"Using {kind} detector {detector.name} ({detector.source}, sha256 {detector.sha256[:16]}...)")
+        print(describe_detector(detector))
     _detector_cache[key] = detector
     return detector
+
+
+def describe_detector(detector: FeatureDetector) -> str:
+    """One line saying which detector is used: the original file (its path) or the packaged weights (package and
+    path), and why the original was not used when "auto" fell back to the packaged weights."""
+    if detector.source == "official":
+        return f"{detector.kind} detector: original file {detector.path} (sha256 {detector.sha256[:16]}...)"
+    if detector.source != "packaged" or detector.kind not in PACKAGED_FILES:
+        return f"{detector.kind} detector: {detector.name} ({detector.source}, {detector.path})"
+    line = f"{detector.kind} detector: packaged weights of {PACKAGED_FILES[detector.kind][2]} ({detector.path})"
+    if detector.fallback_reason:
+        name = url_basename(DETECTOR_URLS[detector.kind])
+        line += (
+            f"; falling back to them because the original {name} is not available ({detector.fallback_reason}); "
+            f"scores differ slightly from the original detector's (pass --detector-dir with the original file)"
+        )
+    return line
 
 
 # ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Example:
 
 import json
 import os
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -104,14 +105,40 @@ def calc_metric(metric: str, num_runs: int = 1, **kwargs) -> dnnlib.EasyDict:
 
 
 def report_metric(result_dict: dict, jsonl_path: Optional[str] = None, **extra) -> str:
-    """Append one JSON line (the result dict plus `extra` fields) to jsonl_path (parent dirs created); return it."""
+    """Append one JSON line (the result dict plus `extra` fields) to jsonl_path (see append_jsonl); return it."""
     line = json.dumps(dict(result_dict, **extra))
     if jsonl_path is not None:
-        parent = os.path.dirname(os.path.abspath(jsonl_path))
-        os.makedirs(parent, exist_ok=True)
-        with open(jsonl_path, "at", encoding="utf-8") as f:
-            f.write(line + "\n")
+        append_jsonl(jsonl_path, line)
     return line
+
+
+def append_jsonl(jsonl_path: str, line: str) -> None:
+    """Append `line` to a JSONL file atomically (parent dirs created): the file is rewritten to a temporary file
+    and renamed, so a crash or a full disk leaves the old file whole, never a half-written line."""
+    parent = os.path.dirname(os.path.abspath(jsonl_path))
+    os.makedirs(parent, exist_ok=True)
+    old = b""
+    if os.path.exists(jsonl_path):
+        with open(jsonl_path, "rb") as f:
+            old = f.read()
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+    with dnnlib.util.atomic_write(jsonl_path, "wb") as f:
+        f.write(old + line.encode("utf-8") + b"\n")
+
+
+def check_jsonl_path(jsonl_path: str) -> None:
+    """Raise OSError (naming the path) unless `jsonl_path` can be appended to: run before computing anything."""
+    path = os.path.abspath(jsonl_path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "is a directory, expected a JSONL file", jsonl_path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=parent, prefix=".write_test_"):  # The atomic append writes here.
+        pass
+    if os.path.exists(path):
+        with open(path, "ab"):  # Opening for append changes nothing.
+            pass
 
 
 # ----------------------------------------------------------------------------

