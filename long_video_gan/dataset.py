@@ -19,7 +19,8 @@ Deliberate differences from the original, none of which changes the result on a 
 * Frames that are not RGB (grayscale, RGBA, palette, CMYK JPEGs) are converted to RGB; the original crashed.
 * ``VideoDatasetTwoRes`` takes ``hr_frame_slice`` to decode only some hr frames (super-resolution training
   needs all 12 lr frames but only the centre 4 hr frames, SPEC §9.11); the default reads all of them.
-* Bad datasets raise errors naming the path and what was expected.
+* Bad datasets raise errors naming the path and what was expected; clips too short to be used are counted
+  in a warning.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import posixpath
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -195,6 +197,19 @@ class _ClipIndex:
         ]
 
 
+def _warn_short_clips(all_clips: list, kept: int, res_dir: str, frames: int, what: str) -> None:
+    """Say how many clips are too short to be used (the original dropped them without a word)."""
+    dropped = len(all_clips) - kept
+    if dropped > 0:
+        shortest = min(c[2] for c in all_clips)
+        warnings.warn(
+            f"{dropped} of {len(all_clips)} clips in {res_dir!r} have fewer than the {frames} frames {what} "
+            f"(the shortest has {shortest}) and are skipped",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -253,6 +268,7 @@ class VideoDataset(torch.utils.data.Dataset):
                 f"min_video_length={min_video_length}); it has {len(all_clips)} clips, the longest "
                 f"with {longest} frames"
             )
+        _warn_short_clips(all_clips, len(self.clips), self.res_dir, self.min_video_length, "needed")
         self._reader = _PartitionReader(index.zip_paths)
 
     def __len__(self) -> int:
@@ -447,6 +463,7 @@ class VideoDatasetPerImage(torch.utils.data.Dataset):
                 f"no clip in {self.res_dir!r} has the {self.seq_length} frames of one window (seq_length); "
                 f"it has {len(all_clips)} clips, the longest with {longest} frames"
             )
+        _warn_short_clips(all_clips, len(self.clips), self.res_dir, self.seq_length, "of one window")
         windows = np.array([n - self.seq_length + 1 for _, _, n in self.clips], dtype=np.int64)
         self._ends = np.cumsum(windows)  # Item index where each clip's windows end.
         self._reader = _PartitionReader(index.zip_paths)

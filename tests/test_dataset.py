@@ -3,6 +3,7 @@
 import io
 import json
 import pickle
+import warnings
 import zipfile
 
 import numpy as np
@@ -329,3 +330,14 @@ def test_make_tiny_dataset_is_fast(tmp_path):
     assert time.perf_counter() - start < 2.0
     dataset = VideoDataset(root, seq_length=40, height=36, width=64)
     assert len(dataset) == 3 and dataset[2]["video"].shape == (3, 40, 36, 64)
+
+
+def test_short_clips_are_counted_in_a_warning(tmp_path):
+    root = make_tiny_dataset(tmp_path, num_videos=3, num_frames=[10, 30, 12])
+    with pytest.warns(UserWarning, match=r"2 of 3 clips in '.*0036x0064' have fewer than the 16 frames needed"):
+        assert len(VideoDataset(root, seq_length=16, height=36, width=64)) == 1
+    with pytest.warns(UserWarning, match=r"1 of 3 clips .* fewer than the 11 frames of one window"):
+        VideoDatasetPerImage(root, height=36, width=64, seq_length=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Nothing dropped, nothing said.
+        VideoDataset(root, seq_length=10, height=36, width=64)
