@@ -33,13 +33,39 @@ def parse_seeds(value: str | int | list) -> list[int]:
 
 
 def _check_outdir(outdir: str) -> None:
-    """Create `outdir` and check that files can be written there, before any work."""
+    """Check, before any work and without creating anything, that `outdir` exists as a writable directory or can be
+    created (its nearest existing ancestor is a writable directory)."""
+    path = os.path.abspath(outdir)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
     try:
-        os.makedirs(outdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".write_test_"):
+        if not os.path.isdir(path):
+            raise NotADirectoryError(f"{path!r} is not a directory")
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
             pass
     except OSError as err:
         raise click.ClickException(f"--outdir: cannot write to {outdir!r} ({err.strerror or err})") from err
+
+
+def _make_outdir(outdir: str) -> bool:
+    """Create `outdir` if needed; return whether it was created here (and so may be removed again if left empty)."""
+    if os.path.isdir(outdir):
+        return False
+    try:
+        os.makedirs(outdir)
+    except OSError as err:
+        raise click.ClickException(f"--outdir: cannot create {outdir!r} ({err.strerror or err})") from err
+    return True
+
+
+def _remove_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)  # Fails (and keeps it) unless it is empty.
+    except OSError:
+        pass
 
 
 def _resolve_device(device: str | None) -> torch.device:
@@ -153,6 +179,10 @@ def main(
         api.normalize_indices(save_indices, num_frames)
     except ValueError as err:
         raise click.ClickException(f"--save-index: {err} (--len={num_frames})") from err
+    try:
+        api.check_bitrate(bitrate)
+    except ValueError as err:
+        raise click.ClickException(f"--bitrate: {err}") from err
     device = _resolve_device(device)
     _check_outdir(outdir)
     if dtype == "bf16":
@@ -178,26 +208,35 @@ def main(
         G_sres = _load("--sres", sres_path, device, "sres")
     elif save_lres:
         print("Note: without --sres the low-res video is the output; --save-lres changes nothing.")
+    try:
+        api.check_generator_pair(G_lres, G_sres)
+    except ValueError as err:
+        raise click.ClickException(f"--sres: {err}") from err
 
-    for seed in seeds:
-        paths = api.generate_video_files(
-            G_lres,
-            G_sres,
-            seed=seed,
-            num_frames=num_frames,
-            outdir=outdir,
-            save_lres=save_lres,
-            save_indices=save_indices,
-            fps=fps,
-            bitrate=None if quality is not None else bitrate,
-            quality=quality,
-            window=window,
-            segment_length=segment_length,
-            dtype=torch_dtype,
-            progress=True,
-        )
-        for path in paths:
-            print(f"Saved {path}")
+    created = _make_outdir(outdir)
+    try:
+        for seed in seeds:
+            paths = api.generate_video_files(
+                G_lres,
+                G_sres,
+                seed=seed,
+                num_frames=num_frames,
+                outdir=outdir,
+                save_lres=save_lres,
+                save_indices=save_indices,
+                fps=fps,
+                bitrate=None if quality is not None else bitrate,
+                quality=quality,
+                window=window,
+                segment_length=segment_length,
+                dtype=torch_dtype,
+                progress=True,
+            )
+            for path in paths:
+                print(f"Saved {path}")
+    finally:
+        if created:
+            _remove_if_empty(outdir)  # A run that failed before its first file leaves no empty directory behind.
 
 
 # ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ video for the same seed and RNG device, up to float rounding; memory does not gr
 """
 
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -105,6 +106,32 @@ def load_generator(
     return G.eval().requires_grad_(False).to(device)
 
 
+def check_generator_pair(G_lres: torch.nn.Module, G_sres: torch.nn.Module | None) -> None:
+    """Raise ValueError (one line) unless `G_sres` takes what `G_lres` makes: its low-res input size and channels
+    equal the low-res output's. Checked before any generation (a mismatch otherwise fails deep inside G_sres)."""
+    if G_sres is None:
+        return
+    out_size = (int(G_lres.out_height), int(G_lres.out_width))
+    in_size = (int(G_sres.lr_height), int(G_sres.lr_width))
+    out_channels = int(getattr(G_lres, "img_channels", 3))  # Both phases' generators make and take RGB video.
+    in_channels = int(getattr(getattr(G_sres, "SG3", None), "img_channels", 3))
+    if (in_size, in_channels) != (out_size, out_channels):
+        raise ValueError(
+            f"the super-res generator takes {in_size[0]}x{in_size[1]} low-res video with {in_channels} channels, but "
+            f"the low-res generator makes {out_size[0]}x{out_size[1]} with {out_channels} channels; use a super-res "
+            f"generator trained on {out_size[0]}x{out_size[1]} input (train_sres.py with the same --preset)"
+        )
+
+
+_BITRATE = re.compile(r"[0-9]+(\.[0-9]+)?[kKmM]?")
+
+
+def check_bitrate(bitrate: str | None) -> None:
+    """Raise ValueError unless `bitrate` is None or an ffmpeg bitrate such as '16M', '800k' or '2000000'."""
+    if bitrate is not None and not (isinstance(bitrate, str) and _BITRATE.fullmatch(bitrate)):
+        raise ValueError(f"bitrate must be bits per second such as 16M, 800k or 2000000, got {bitrate!r}")
+
+
 def generator_device(G: torch.nn.Module) -> torch.device:
     """Device of a generator's parameters."""
     return next(G.parameters()).device
@@ -139,6 +166,7 @@ def iter_video_chunks(
     `batch_size` > 1 streams that many videos at once (`[batch_size, 3, T, H, W]` chunks), their noise drawn together
     from the one generator, as the original's batched `G(N, L, generator_emb=gen)` does.
     """
+    check_generator_pair(G_lres, G_sres)
     if generator is None:
         generator = torch.Generator(device=generator_device(G_lres)).manual_seed(seed)
     return streaming.stream_video(
@@ -221,6 +249,7 @@ class VideoWriter:
             raise ValueError(f"fps must be positive, got {fps}")
         if bitrate is None and quality is None:
             raise ValueError("give a bitrate or a quality, got neither")
+        check_bitrate(bitrate)
         if quality is not None and not 1 <= quality <= 10:
             raise ValueError(f"quality must be in [1, 10], got {quality}")
         self.path = os.fspath(path)
@@ -396,6 +425,7 @@ def num_lres_frames(num_frames: int, G_sres: torch.nn.Module | None = None) -> i
 __all__ = [
     "detect_phase",
     "load_generator",
+    "check_generator_pair",
     "iter_video_chunks",
     "iter_video_frames",
     "to_uint8",

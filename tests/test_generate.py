@@ -180,7 +180,7 @@ def test_wrong_phase_and_not_a_pickle(tmp_path, pickles):
     assert result.exit_code != 0 and "--lres" in result.output and "not a network pickle" in result.output
     result = run(f"--outdir={out}", "--seed=0", f"--lres={tmp_path / 'missing.pkl'}", "--len=3")
     assert result.exit_code != 0 and "--lres" in result.output and "missing.pkl" in result.output
-    assert list(out.iterdir()) == []  # Nothing generated.
+    assert not out.exists()  # Nothing generated, and no empty output directory left behind.
 
 
 def test_bad_device_and_dtype(tmp_path, pickles):
@@ -191,3 +191,41 @@ def test_bad_device_and_dtype(tmp_path, pickles):
     if not torch.cuda.is_available():
         result = run(f"--outdir={tmp_path}", "--seed=0", f"--lres={pickles['lres']}", "--device=cuda")
         assert result.exit_code != 0 and "--device" in result.output and "CUDA is not available" in result.output
+
+
+def test_mismatched_pair_fails_before_generation(tmp_path, pickles):
+    G_lres = generator_lres.VideoGenerator(**generator_lres.TINY_KWARGS).eval()  # 36x64 output
+    persistence.save(G_lres, tmp_path / "lres_36x64.pkl")
+    out = tmp_path / "out"
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={tmp_path / 'lres_36x64.pkl'}", f"--sres={pickles['sres']}")
+    assert result.exit_code != 0
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: --sres: the super-res generator takes 9x16 low-res video with 3 channels, but the")
+    assert "makes 36x64" in error and not out.exists()
+
+
+def test_bad_bitrate_fails_before_loading(tmp_path):
+    out = tmp_path / "out"
+    result = run(f"--outdir={out}", "--seed=0", f"--lres={tmp_path / 'missing.pkl'}", "--bitrate=abc")
+    assert result.exit_code != 0 and "--bitrate: bitrate must be bits per second" in result.output
+    assert "'abc'" in result.output and "Loading" not in result.output and not out.exists()
+    with pytest.raises(ValueError, match="bitrate"):
+        api.VideoWriter(tmp_path / "x.mp4", bitrate="16 M")
+    for good in ["16M", "800k", "2000000", "1.5M"]:
+        api.check_bitrate(good)
+
+
+def test_failed_generation_leaves_no_empty_outdir(tmp_path, pickles, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(api, "generate_video_files", fail)
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run(f"--outdir={out}", "--seed=0", f"--lres={pickles['lres']}", "--len=3")
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run(f"--outdir={existing}", "--seed=0", f"--lres={pickles['lres']}", "--len=3")
+    assert existing.is_dir()  # A directory the user made stays.

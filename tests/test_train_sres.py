@@ -11,12 +11,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dnnlib
 import train_sres
+from long_video_gan import training_setup
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
 from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir
 
-LR, HR = (9, 16), (36, 64)  # Resolutions of the tiny sres networks.
+LR, HR = (36, 64), (144, 256)  # Resolutions of the tiny sres networks (those of the paper).
 # Tiny networks (2 hr frames + 4 lr context frames on each side), 2 clips per step, a tick every 2 steps, G-EMA and
 # train pickles every 4 steps.
 FAST = [*TINY_CPU, "--batch", "2", "--tick", "2", "--snap", "2", "--train-snap", "2"]
@@ -53,9 +55,9 @@ def test_tiny_run_writes_checkpoints_and_samples(full_run):
     ]
     reader = imageio_ffmpeg.read_frames(str(run_dir / "samples" / "fake-00000008-hr.mp4"))
     meta = next(reader)
-    assert meta["size"] == (256, 144) and sum(1 for _ in reader) == 8  # 36x64 enlarged x4; 8 super-resolved frames.
+    assert meta["size"] == (256, 144) and sum(1 for _ in reader) == 8  # 8 super-resolved frames.
     reader = imageio_ffmpeg.read_frames(str(run_dir / "samples" / "real-lr.mp4"))
-    assert next(reader)["size"] == (256, 144) and sum(1 for _ in reader) == 16  # 9x16 x16; 8 + 2 x 4 context frames.
+    assert next(reader)["size"] == (256, 144) and sum(1 for _ in reader) == 16  # 36x64 x4; 8 + 2 x 4 context frames.
 
     G = load_pickle(run_dir / "checkpoints" / "ckpt-00000008-G-ema.pkl")
     assert type(G).__name__ == "VideoGenerator" and not G.training
@@ -71,7 +73,7 @@ def test_tiny_run_writes_checkpoints_and_samples(full_run):
     assert [r["progress/step"]["mean"] for r in stats] == [2, 4, 6, 8]
     assert "progress/augment_p" in stats[0] and "loss/D_sign_real" in stats[0]
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["ada_interval"] == 4 and config["temporal_context"] == 4 and config["hr_height"] == 36
+    assert config["ada_interval"] == 4 and config["temporal_context"] == 4 and config["hr_height"] == 144
 
 
 def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
@@ -103,16 +105,16 @@ def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
 def test_error_missing_resolution_named(tmp_path):
     lr_only = make_tiny_dataset(tmp_path / "a", num_videos=1, num_frames=12, resolutions=(LR,))
     out = SCRIPT.cli_error(["--dataset", str(lr_only)], tmp_path / "o")
-    assert "--dataset" in out and "0036x0064" in out
+    assert "--dataset" in out and "0144x0256" in out
     hr_only = make_tiny_dataset(tmp_path / "b", num_videos=1, num_frames=12, resolutions=(HR,))
     out = SCRIPT.cli_error(["--dataset", str(hr_only)], tmp_path / "o")
-    assert "--dataset" in out and "0009x0016" in out
+    assert "--dataset" in out and "0036x0064" in out
 
 
 def test_error_resolutions_list_different_clips(tmp_path):
     root = make_tiny_dataset(tmp_path / "a", num_videos=2, num_frames=12, resolutions=(LR,))
     other = make_tiny_dataset(tmp_path / "b", num_videos=3, num_frames=12, resolutions=(HR,))
-    shutil.copytree(other / "0036x0064", root / "0036x0064")
+    shutil.copytree(other / "0144x0256", root / "0144x0256")
     out = SCRIPT.cli_error(["--dataset", str(root)], tmp_path / "o")
     assert "--dataset" in out and "video_0002" in out and "same clips" in out
 
@@ -130,6 +132,28 @@ def test_error_batch_and_resume(dataset, tmp_path):
     (tmp_path / "lres.pkl").write_bytes(pickle.dumps(lres_pickle))
     out = SCRIPT.cli_error(["--dataset", str(dataset), "--resume", str(tmp_path / "lres.pkl")], tmp_path / "o")
     assert "--resume" in out and "lres checkpoint" in out and "sres training" in out
+
+
+def test_tiny_presets_chain(tmp_path):
+    """A tiny low-res G's output is a tiny super-res G's input, and both phases read the same dataset."""
+    import train_lres
+    from long_video_gan import api
+
+    configs = {}
+    for name, module in [("lres", train_lres), ("sres", train_sres)]:
+        opts = training_setup.apply_preset(
+            dnnlib.EasyDict(preset="tiny", dataset=str(tmp_path), seed=0, metric=()), module.PRESETS
+        )
+        configs[name] = module.build_config(opts, torch.device("cpu"), 1)
+    G_lres = dnnlib.util.construct_class_by_name(**configs["lres"].gan_kwargs["G_kwargs"]).eval()
+    G_sres = dnnlib.util.construct_class_by_name(**configs["sres"].gan_kwargs["G_kwargs"]).eval()
+    api.check_generator_pair(G_lres, G_sres)
+    assert (G_sres.lr_height, G_sres.lr_width) == (G_lres.out_height, G_lres.out_width) == LR
+    assert (configs["sres"].dataset_kwargs["lr_height"], configs["sres"].dataset_kwargs["lr_width"]) == LR
+    assert (configs["lres"].dataset_kwargs["height"], configs["lres"].dataset_kwargs["width"]) == LR
+    with torch.no_grad():
+        chunk = next(iter(api.iter_video_chunks(G_lres, G_sres, seed=0, num_frames=2, segment_length=2)))
+    assert chunk.video.shape == (1, 3, 2, *HR)
 
 
 def test_paper_preset_metric_default():
