@@ -36,7 +36,9 @@ get_world_size = distributed.get_world_size
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """`None` means CUDA when available, else CPU; a bare "cuda" becomes "cuda:LOCAL_RANK" under torchrun."""
+    """`None` means CUDA when available, else CPU; a bare "cuda" becomes "cuda:LOCAL_RANK". Under torchrun (WORLD_SIZE
+    > 1) every CUDA device becomes "cuda:LOCAL_RANK", "cuda:N" included: each rank drives its own GPU, as in the
+    original (SPEC §4.12), instead of all ranks piling onto GPU N."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -46,7 +48,7 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device '{device}' requested but CUDA is not available")
-        if dev.index is None:
+        if dev.index is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             dev = torch.device("cuda", distributed.get_local_rank())
     elif dev.type != "cpu":
         raise ValueError(f"device must be cpu, cuda or cuda:N, got '{device}'")

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from torch_utils import custom_ops
-from torch_utils.ops import bias_act, filtered_lrelu, upfirdn2d
+from torch_utils.ops import bias_act, filtered_lrelu, standin, upfirdn2d
 
 OPS = {"bias_act": bias_act, "upfirdn2d": upfirdn2d, "filtered_lrelu": filtered_lrelu}
 ACTS = list(bias_act.activation_funcs)
@@ -192,15 +192,7 @@ def host_plugins():
         pytest.skip("ninja is not available")
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler")
-    plugins = {}
-    for name, module in OPS.items():
-        plugins[name] = custom_ops.get_plugin(
-            module_name=f"{name}_host_plugin",
-            sources=[s for s in module._plugin_sources if s.endswith(".cpp")],
-            headers=module._plugin_headers,
-            source_dir=os.path.dirname(module.__file__),
-        )
-    return plugins
+    return standin.host_plugins()
 
 
 def _check_against_reference(fn, ref, inputs, dtype, what, grads=True, second=True, seed=0):
@@ -375,7 +367,7 @@ def test_host_plugin_errors_name_the_bad_input(host_plugins):
     fl = host_plugins["filtered_lrelu"]
     with pytest.raises(RuntimeError, match="codes must be a contiguous uint8"):
         fl.filtered_pass(x, None, None, torch.zeros([1, 2, 3, 3], dtype=torch.uint8), 1, 1, 1, 1, 1, 0, 0, 4, 4,
-                         False, 1.0, 0.2, 1.0, -1.0, True)  # fmt: skip
+                         False, 1.0, 0.2, 1.0, -1.0, True, True)  # fmt: skip
     with pytest.raises(RuntimeError, match="f must be float32 or float64"):
         host_plugins["upfirdn2d"].upfirdn2d_pass(x, torch.ones([2, 2], dtype=torch.float16), 1, 1, 1, 1, 0, 0, 3, 3,
                                                  False, 1.0)  # fmt: skip
@@ -566,6 +558,13 @@ def test_gpu_ops_on_other_streams_and_second_device(cuda_kernels):
         _assert_close(upfirdn2d.upsample2d(x1, f1), expected, torch.float32, "cuda:1")
 
 
+def check_64bit_test_values(x, b, y):
+    """The checks of test_gpu_bias_act_64bit_indexing (also run on the CPU by tests/test_gpu_path.py): the first rows
+    hold lrelu(-1 + 0.5) with slope 0.2, which is float16(-0.1), the last row 3.5."""
+    assert y[0, 0].item() == torch.tensor(-0.1, dtype=torch.float16).item() and y[-1, -1].item() == 3.5
+    assert torch.all(y[-2:] == bias_act.bias_act(x[-2:], b, act="lrelu", gain=1.0, impl="ref")).item()
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_gpu_bias_act_64bit_indexing(cuda_kernels):
@@ -578,7 +577,6 @@ def test_gpu_bias_act_64bit_indexing(cuda_kernels):
     x[-1] = 3.0
     b = torch.full([1024], 0.5, dtype=torch.float16, device=device)
     y = bias_act.bias_act(x, b, act="lrelu", gain=1.0)
-    assert y[0, 0].item() == pytest.approx(-0.1) and y[-1, -1].item() == 3.5
-    assert torch.all(y[-2:] == bias_act.bias_act(x[-2:], b, act="lrelu", gain=1.0, impl="ref")).item()
+    check_64bit_test_values(x, b, y)
     del x, y
     torch.cuda.empty_cache()

@@ -1,13 +1,16 @@
 // Fused bias, activation, gain and clamp (SPEC §8.4): the per-element arithmetic, shared by the CUDA kernel
 // (bias_act.cu) and the host loop (bias_act.cpp) so that a machine without a GPU can test the kernel's numerics.
 //
-// One element, with v = x + b[channel] rounded to the input dtype as the reference path rounds it:
-//   forward: y   = clamp(round(round(act(v)) * gain), -clamp, clamp)
+// One element, with v = x + b[channel], everything computed in the accumulation type (float32 for float16 and
+// bfloat16 tensors, as the original's kernel does) and only the result rounded to the tensor dtype:
+//   forward: y   = clamp(act(v) * gain, -clamp, clamp)
 //   grad:    out = m1 * act'(v) * gain * pass
 //   grad2:   out = m1 * m2 * act''(v) * gain * pass
 // where pass is 1 when the unclamped value lies inside [-clamp, clamp] and 0 otherwise; whether a value exactly at a
 // limit passes follows torch.clamp's gradient in the running torch version (clamp_grad_at_limit: it passes up to
-// torch 2.13, not from 2.14). A negative clamp means no clamping.
+// torch 2.13, not from 2.14). A negative clamp means no clamping. A NaN (an fp16 overflow upstream, say) counts as
+// outside: it becomes -clamp with a zero gradient, as in the original's kernel (torch.clamp, and so the reference
+// path, would pass the NaN on). In float32 and float64 this equals the reference path's separate torch ops.
 
 #pragma once
 
@@ -78,10 +81,10 @@ LVG_HD double lvg_log1p(double v) { return log1p(v); }
 LVG_HD float lvg_tanh(float v) { return tanhf(v); }
 LVG_HD double lvg_tanh(double v) { return tanh(v); }
 
-// Value, first and second derivative of activation `act` at v (scalar_t: the tensor dtype, for rounding). The branch points follow torch's own kernels (for
+// Value, first and second derivative of activation `act` at v. The branch points follow torch's own kernels (for
 // example leaky_relu's gradient takes the slope at exactly 0, elu/selu the exponential side, softplus switches to
 // the identity above 20), so that the kernel's gradients equal the reference path's autograd.
-template <typename scalar_t, typename acc_t>
+template <typename acc_t>
 LVG_HD void activation(int act, acc_t v, acc_t alpha, acc_t& a, acc_t& d1, acc_t& d2) {
     const acc_t one = 1, zero = 0;
     switch (act) {
@@ -132,7 +135,7 @@ LVG_HD void activation(int act, acc_t v, acc_t alpha, acc_t& a, acc_t& d1, acc_t
     }
     case kSwish: {
         const acc_t s = one / (one + lvg_exp(-v));
-        a = v * static_cast<acc_t>(static_cast<scalar_t>(s)); // The reference rounds sigmoid(v) before the product.
+        a = v * s;
         d1 = s + v * s * (one - s);
         d2 = s * (one - s) * (acc_t(2) + v * (one - acc_t(2) * s));
         break;
@@ -155,24 +158,24 @@ LVG_HD void bias_act_element(const Args& args, index_t i) {
     const scalar_t* m2 = static_cast<const scalar_t*>(args.m2);
     scalar_t* out = static_cast<scalar_t*>(args.out);
 
-    // Bias add, rounded to the input dtype like the reference's `x + b`.
+    // Bias add.
     acc_t v = static_cast<acc_t>(x[i]);
     if (b != nullptr) {
         const index_t channel = (i / static_cast<index_t>(args.bias_stride)) % static_cast<index_t>(args.bias_size);
-        v = static_cast<acc_t>(static_cast<scalar_t>(v + static_cast<acc_t>(b[channel])));
+        v = v + static_cast<acc_t>(b[channel]);
     }
 
-    // Activation and gain, each rounded to the input dtype as the reference's separate torch ops round them.
+    // Activation, gain and the clamp test (a NaN fails both comparisons, so it counts as outside).
     acc_t a, d1, d2;
-    activation<scalar_t, acc_t>(args.act, v, static_cast<acc_t>(args.alpha), a, d1, d2);
+    activation<acc_t>(args.act, v, static_cast<acc_t>(args.alpha), a, d1, d2);
     const acc_t gain = static_cast<acc_t>(args.gain);
     const acc_t clamp = static_cast<acc_t>(args.clamp);
-    acc_t y = static_cast<acc_t>(static_cast<scalar_t>(a));
+    acc_t y = a;
     if (args.gain != 1.0) {
-        y = static_cast<acc_t>(static_cast<scalar_t>(y * gain));
+        y = y * gain;
     }
-    const bool outside = args.clamp_grad_at_limit ? (y > clamp || y < -clamp) : (y >= clamp || y <= -clamp);
-    const bool clamped = args.clamp >= 0 && outside;
+    const bool inside = args.clamp_grad_at_limit ? (y >= -clamp && y <= clamp) : (y > -clamp && y < clamp);
+    const bool clamped = args.clamp >= 0 && !inside;
 
     if (args.mode == kForward) {
         if (clamped) {

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import dnnlib
 
-from . import fast_cpu
+from . import fast_cpu, kernel_check
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Activations. `alpha` is the negative slope of lrelu and is ignored by the others. `cuda_idx` is the activation's
@@ -83,6 +83,7 @@ activation_funcs = {
 
 _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
+_kernel_device_types = ("cuda",)  # Devices whose tensors go to the kernel (tests add "cpu" with a host-loop plugin).
 _plugin_sources = ["bias_act.cpp", "bias_act.cu"]
 _plugin_headers = ["bias_act.h"]
 _plugin_build_kwargs = dict(
@@ -164,7 +165,13 @@ def bias_act(
     Returns a tensor of the shape of `x`.
     """
     dim = _check_args(x, b, dim, act, clamp, impl)
-    if impl == "cuda" and x.device.type == "cuda" and _cuda_supported(x, b) and _init():
+    if (
+        impl == "cuda"
+        and x.device.type in _kernel_device_types
+        and _cuda_supported(x, b)
+        and _init()
+        and _kernel_check.trusted(x)
+    ):
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     if impl == "cuda" and x.device.type == "cpu":
         # CPU inference: one fused pass for linear / lrelu (torch_utils/ops/fast_cpu.py); None = not handled.
@@ -207,9 +214,14 @@ def _clamp_grad_at_limit() -> bool:
     """
     global _clamp_grad_at_limit_cache
     if _clamp_grad_at_limit_cache is None:
-        x = torch.ones([1], dtype=torch.float64, requires_grad=True)
-        (grad,) = torch.autograd.grad(x.clamp(-1, 1).sum(), x)
-        _clamp_grad_at_limit_cache = bool(grad.item() != 0)
+        # The first call may come under no_grad or inference_mode (generation, metrics, the module summary) or under
+        # a fake-tensor or other dispatch mode: probe in plain eager mode with gradients on, on a real CPU tensor.
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        with _disable_current_modes(), torch.inference_mode(False), torch.enable_grad():
+            x = torch.ones([1], dtype=torch.float64, device="cpu", requires_grad=True)
+            (grad,) = torch.autograd.grad(x.clamp(-1, 1).sum(), x)
+            _clamp_grad_at_limit_cache = bool(grad.item() != 0)
     return _clamp_grad_at_limit_cache
 
 
@@ -222,6 +234,25 @@ def _cuda_supported(x, b) -> bool:
     if x.dtype not in _cuda_dtypes:
         return False
     return b is None or (b.dtype == x.dtype and b.device == x.device)
+
+
+def _self_check(device, dtype):
+    """Compare the kernel with the reference path on a small input of `device` and `dtype` (kernel_check.py): lrelu
+    and tanh with a bias, gain and a clamp that some values reach; forward and the gradients of x and b."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn([2, 5, 3, 4], generator=g).to(device=device, dtype=dtype).requires_grad_()
+    b = (torch.randn([5], generator=g) * 0.2).to(device=device, dtype=dtype).requires_grad_()
+    for act in ("lrelu", "tanh"):
+        kwargs = dict(dim=1, act=act, gain=1.5, clamp=1.25)
+        problem = kernel_check.compare(
+            lambda x, b: _bias_act_cuda(**kwargs).apply(x, b), lambda x, b: _bias_act_ref(x, b, **kwargs), [x, b], dtype
+        )
+        if problem is not None:
+            return f"act={act}: {problem}"
+    return None
+
+
+_kernel_check = kernel_check.KernelCheck("bias_act", _self_check)
 
 
 def _bias_act_cuda(dim=1, act="linear", alpha=None, gain=None, clamp=None):

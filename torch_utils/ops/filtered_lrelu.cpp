@@ -8,14 +8,15 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
 
+#define LVG_PASS_NAMESPACE lvg_filtered_lrelu_plugin // Its own copy of the pass code (upfirdn2d.h).
 #include "upfirdn2d.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("filtered_pass", &lvg_upfirdn2d::run_pass,
-          "One FIR pass with an optional bias on the input and a leaky ReLU stage (mode 1) or its stored derivative "
-          "(mode 2) on the output.",
+    m.def("filtered_pass", &lvg_filtered_lrelu_plugin::run_pass,
+          "One FIR pass with an optional bias on the input and a leaky ReLU stage (mode 1, codes optional) or its "
+          "stored derivative (mode 2) on the output; fp32_inside: float32 taps and output for float16/bfloat16.",
           py::arg("x"), py::arg("f"), py::arg("b"), py::arg("codes"), py::arg("mode"), py::arg("upx"), py::arg("upy"),
           py::arg("downx"), py::arg("downy"), py::arg("padx0"), py::arg("pady0"), py::arg("out_w"), py::arg("out_h"),
           py::arg("flip"), py::arg("fgain"), py::arg("slope"), py::arg("act_gain"), py::arg("clamp"),
-          py::arg("clamp_grad_at_limit"));
+          py::arg("clamp_grad_at_limit"), py::arg("fp32_inside"));
 }

@@ -4,9 +4,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#define LVG_PASS_NAMESPACE lvg_filtered_lrelu_plugin
 #include "upfirdn2d.h"
 
-namespace lvg_upfirdn2d {
+namespace lvg_filtered_lrelu_plugin {
 
 void pass_cuda(const PassArgs& a, c10::ScalarType dtype, int64_t numel) {
     const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(a.device));
@@ -26,4 +27,4 @@ void pass_cuda(const PassArgs& a, c10::ScalarType dtype, int64_t numel) {
     }
 }
 
-} // namespace lvg_upfirdn2d
+} // namespace lvg_filtered_lrelu_plugin

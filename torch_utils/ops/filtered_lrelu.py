@@ -25,12 +25,13 @@ import os
 import numpy as np
 import torch
 
-from . import bias_act, fast_cpu, upfirdn2d
+from . import bias_act, fast_cpu, kernel_check, upfirdn2d
 
 # ---------------------------------------------------------------------------------------------------------------------
 
 _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
+_kernel_device_types = ("cuda",)  # Devices whose tensors go to the kernel (tests add "cpu" with a host-loop plugin).
 _plugin_sources = ["filtered_lrelu.cpp", "filtered_lrelu.cu"]
 _plugin_headers = ["upfirdn2d.h"]  # The FIR pass kernel, shared with the upfirdn2d plugin.
 _plugin_build_kwargs = dict(
@@ -129,10 +130,16 @@ def filtered_lrelu(
     Returns `[N, C, out_h, out_w]` with the sizes of the module docstring.
     """
     _check_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, impl)
-    if impl == "cuda" and x.device.type == "cuda" and _cuda_supported(x, fu, fd, b, up, down, padding) and _init():
+    if (
+        impl == "cuda"
+        and x.device.type in _kernel_device_types
+        and _cuda_supported(x, fu, fd, b, up, down, padding)
+        and _init()
+        and _kernel_check.trusted(x)
+    ):
         return _filtered_lrelu_cuda(
             up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter
-        ).apply(x, fu, fd, b)
+        ).apply(x, fu, fd, b, _needs_codes(x, b))
     if impl == "cuda" and x.device.type == "cpu":
         # CPU inference: fused polyphase kernel (torch_utils/ops/fast_cpu.py); None = not handled.
         y = fast_cpu.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
@@ -143,7 +150,7 @@ def filtered_lrelu(
         if fast_cpu.is_enabled() and _cuda_supported(x, fu, fd, b, up, down, padding):
             return _filtered_lrelu_cpu(
                 up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter
-            ).apply(x, fu, fd, b)
+            ).apply(x, fu, fd, b, _needs_codes(x, b))
     return _filtered_lrelu_ref(
         x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
         flip_filter=flip_filter,
@@ -178,6 +185,32 @@ def _filtered_lrelu_ref(
 
     assert x.shape == (N, C, out_h, out_w), (list(x.shape), out_h, out_w)
     return x
+
+
+def _self_check(device, dtype):
+    """Compare the kernel with the reference path on a small input of `device` and `dtype` (kernel_check.py): a
+    synthesis-layer-like call (bias, 1-D filters, up 2, down 2, asymmetric padding, a clamp some values reach);
+    forward and the gradients of x and b."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn([1, 3, 6, 7], generator=g).to(device=device, dtype=dtype).requires_grad_()
+    b = (torch.randn([3], generator=g) * 0.2).to(device=device, dtype=dtype).requires_grad_()
+    fu = (torch.rand([6], generator=g) + 0.1).to(device)
+    fd = (torch.rand([4], generator=g) + 0.1).to(device)
+    kwargs = dict(up=2, down=2, padding=[4, 3, 3, 4], gain=np.sqrt(2), slope=0.2, clamp=1.0)
+    return kernel_check.compare(
+        lambda x, b: _filtered_lrelu_cuda(**kwargs).apply(x, fu, fd, b, True),
+        lambda x, b: _filtered_lrelu_ref(x, fu.double(), fd.double(), b, **kwargs),
+        [x, b],
+        dtype,
+    )
+
+
+_kernel_check = kernel_check.KernelCheck("filtered_lrelu", _self_check)
+
+
+def _needs_codes(x, b) -> bool:
+    """Whether this call can be differentiated: only then does the kernel keep its per-sample codes."""
+    return torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
 
 
 _pass_modes = dict(plain=0, lrelu=1, mask=2)  # The kernel's Mode numbers (upfirdn2d.h).
@@ -224,7 +257,10 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
 
     Forward: one kernel pass (two for a 1-D filter) of the up-sampling filter that adds the bias to its input and
     applies leaky ReLU, gain and clamp to its output, storing a code per intermediate sample (positive, negative or
-    clamped: one uint8 each, at the up-sampled resolution); then the down-sampling filter's pass(es).
+    clamped: one uint8 each, at the up-sampled resolution; only when the call can be differentiated, `keep_codes`);
+    then the down-sampling filter's pass(es). Every pass computes in float32 (float64 for float64 inputs) and writes
+    float32 intermediates, and only the result is rounded to the input dtype: the original's fused kernel's
+    precision for float16 (a NaN in the clamp stage becomes -clamp there, as in the original).
     Backward: the adjoint passes in reverse order (upfirdn2d with up and down swapped and the filters reversed); the
     adjoint of the down-sampling stage multiplies its output by the derivative the codes record. Given the codes, the
     backward pass is linear in the output gradient and the op is piecewise linear in x (zero second derivative, as in
@@ -251,7 +287,7 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
             run = _plugin.filtered_pass if backend == "cuda" else _torch_pass
             return run(
                 x, f, b if first else None, codes if last else None, _pass_modes[mode] if last else 0,
-                upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, slope, gain, clamp, at_limit,
+                upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, slope, gain, clamp, at_limit, True,
             )  # fmt: skip
 
         return pass_fn
@@ -298,26 +334,30 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
         step = max(1, _cpu_chunk_samples // max(N * mid_h * mid_w, 1))
         return [slice(c, min(c + step, C)) for c in range(0, C, step)]
 
-    def by_chunks(fn, x, codes):
-        """`fn(x_chunk, codes_chunk, channels)` over the channel chunks, concatenated along the channels."""
+    def by_chunks(fn, x, codes, mid_h, mid_w):
+        """`fn(x_chunk, codes_chunk, channels)` over the channel chunks (`codes` may be None), concatenated along the
+        channels and rounded to x's dtype (the passes return float32 for float16/bfloat16)."""
         N, C = x.shape[:2]
-        chunks = channel_chunks(N, C, *codes.shape[2:])
+        chunks = channel_chunks(N, C, mid_h, mid_w)
         if len(chunks) == 1:
-            return fn(x, codes, chunks[0])
-        return torch.cat([fn(x[:, cs], codes[:, cs], cs) for cs in chunks], dim=1)
+            return fn(x, codes, chunks[0]).to(x.dtype)
+        return torch.cat([fn(x[:, cs], None if codes is None else codes[:, cs], cs).to(x.dtype) for cs in chunks], 1)
 
     class FilteredLRelu(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, fu, fd, b):
+        def forward(ctx, x, fu, fd, b, keep_codes=True):
             N, C, H, W = x.shape
             mid_h, mid_w, out_h, out_w = sizes(H, W, fu, fd)
-            codes = torch.empty([N, C, mid_h, mid_w], dtype=torch.uint8, device=x.device)
+            codes = None
+            if keep_codes:  # Not without gradients: the original keeps them only when they are needed.
+                codes = torch.empty([N, C, mid_h, mid_w], dtype=torch.uint8, device=x.device)
 
             def chunk(x, codes, cs):
                 pass_fn = make_pass_fn(b=None if b is None else b[cs], codes=codes, mode="lrelu")
                 return down_stage(up_stage(x, fu, mid_h, mid_w, pass_fn), fd, out_h, out_w)
 
-            y = by_chunks(chunk, x, codes)
+            y = by_chunks(chunk, x, codes, mid_h, mid_w)
+            ctx.keep_codes = keep_codes
             ctx.save_for_backward(fu, fd, codes)
             ctx.x_shape = x.shape
             assert y.shape == (N, C, out_h, out_w), (list(y.shape), out_h, out_w)
@@ -326,10 +366,12 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
         @staticmethod
         def backward(ctx, dy):
             fu, fd, codes = ctx.saved_tensors
+            if not ctx.keep_codes:
+                raise RuntimeError("filtered_lrelu: called with keep_codes=False, so it cannot be differentiated")
             _, _, H, W = ctx.x_shape
             dx = FilteredLReluAdjoint.apply(dy, fu, fd, codes, H, W)  # [N, C, H, W]
             db = dx.sum([0, 2, 3]) if ctx.needs_input_grad[3] else None
-            return (dx if ctx.needs_input_grad[0] else None), None, None, db
+            return (dx if ctx.needs_input_grad[0] else None), None, None, db, None
 
     class FilteredLReluAdjoint(torch.autograd.Function):
         """dy -> dx for the stored codes; a linear map of dy whose adjoint is FilteredLReluMasked."""
@@ -338,8 +380,9 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
         def forward(ctx, dy, fu, fd, codes, H, W):
             mid_h, mid_w = codes.shape[2:]
             dx = by_chunks(
-                lambda dy, codes, cs: up_adjoint(down_adjoint(dy, fd, codes, mid_h, mid_w), fu, H, W), dy, codes
-            )
+                lambda dy, codes, cs: up_adjoint(down_adjoint(dy, fd, codes, mid_h, mid_w), fu, H, W),
+                dy, codes, mid_h, mid_w,
+            )  # fmt: skip
             ctx.save_for_backward(fu, fd, codes)
             return dx
 
@@ -362,7 +405,7 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
                     up_stage(x, fu, mid_h, mid_w, make_pass_fn(codes=codes, mode="mask")), fd, out_h, out_w
                 )
 
-            y = by_chunks(chunk, x, codes)
+            y = by_chunks(chunk, x, codes, mid_h, mid_w)
             ctx.save_for_backward(fu, fd, codes)
             ctx.x_shape = x.shape
             return y
@@ -379,13 +422,16 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
 
 
 def _torch_pass(x, f, b, codes, mode, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip, fgain, slope, gain,
-                clamp, at_limit):  # fmt: skip
+                clamp, at_limit, fp32_inside=True):  # fmt: skip
     """One kernel pass (the compiled `filtered_pass`, same arguments and modes) from torch ops, for the CPU backend.
 
     The filtering is an `upfirdn2d` call (the polyphase CPU kernel where it applies; these passes run without
     gradient recording); `b` is added to the input first, and the epilogue of mode 1 (leaky ReLU, gain, clamp,
-    writing `codes`) or mode 2 (multiply by the factor that `codes` records) follows. `codes` may be a channel slice.
+    writing `codes` unless None) or mode 2 (multiply by the factor that `codes` records) follows. `codes` may be a
+    channel slice. With `fp32_inside` float16/bfloat16 inputs are computed and returned in float32, as the kernel does.
     """
+    if fp32_inside and x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     if b is not None:
         x = x + b.to(x.dtype)[None, :, None, None]
     fw, fh = upfirdn2d._get_filter_size(f)
@@ -399,11 +445,14 @@ def _torch_pass(x, f, b, codes, mode, upx, upy, downx, downy, padx0, pady0, out_
         y = torch.where(negative, y * slope, y)
         if gain != 1:
             y = y * gain
-        codes.copy_(negative)
+        if codes is not None:
+            codes.copy_(negative)
         if clamp >= 0:
-            outside = (y.abs() > clamp) if at_limit else (y.abs() >= clamp)
-            y = y.clamp(-clamp, clamp)
-            codes.masked_fill_(outside, 2)
+            # A NaN counts as outside (code 2) and becomes -clamp, as in the kernel.
+            outside = ~(y.abs() <= clamp) if at_limit else ~(y.abs() < clamp)
+            y = y.clamp(-clamp, clamp).nan_to_num(nan=-clamp)  # After the clamp no infinities are left.
+            if codes is not None:
+                codes.masked_fill_(outside, 2)
     elif mode == _pass_modes["mask"]:
         factors = torch.tensor([gain, gain * slope, 0.0], dtype=torch.float64).to(y.dtype)  # Per code 0, 1, 2.
         y = y * torch.where(codes == 0, factors[0], torch.where(codes == 1, factors[1], factors[2]))

@@ -7,22 +7,23 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
 
+#define LVG_PASS_NAMESPACE lvg_upfirdn2d_plugin
 #include "upfirdn2d.h"
 
-namespace lvg_upfirdn2d {
+namespace lvg_upfirdn2d_plugin {
 
 // The plain passes of upfirdn2d (mode 0: no bias, no activation).
 at::Tensor upfirdn2d_pass(const at::Tensor& x, const c10::optional<at::Tensor>& f, int64_t upx, int64_t upy,
                           int64_t downx, int64_t downy, int64_t padx0, int64_t pady0, int64_t out_w, int64_t out_h,
                           bool flip, double fgain) {
     return run_pass(x, f, c10::nullopt, c10::nullopt, kPlain, upx, upy, downx, downy, padx0, pady0, out_w, out_h, flip,
-                    fgain, 0.0, 1.0, -1.0, true);
+                    fgain, 0.0, 1.0, -1.0, true, false);
 }
 
-} // namespace lvg_upfirdn2d
+} // namespace lvg_upfirdn2d_plugin
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("upfirdn2d_pass", &lvg_upfirdn2d::upfirdn2d_pass,
+    m.def("upfirdn2d_pass", &lvg_upfirdn2d_plugin::upfirdn2d_pass,
           "One FIR pass: zero-insert by up, pad by (padx0, pady0), filter, keep every down-th sample.", py::arg("x"),
           py::arg("f"), py::arg("upx"), py::arg("upy"), py::arg("downx"), py::arg("downy"), py::arg("padx0"),
           py::arg("pady0"), py::arg("out_w"), py::arg("out_h"), py::arg("flip"), py::arg("fgain"));

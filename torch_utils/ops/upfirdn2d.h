@@ -16,7 +16,16 @@
 //           output sample records which branch was taken (0: positive, 1: negative, 2: clamped) for the backward pass.
 //   kMask:  y = acc * (act_gain, act_gain * slope or 0 by the stored code): the derivative of the kLrelu stage.
 // Any pass can add a bias b[c] to every input sample first (zero padding stays zero).
-// Intermediate roundings to the tensor dtype follow the reference path's separate torch ops.
+//
+// Precision: a plain upfirdn2d pass rounds the taps (`f * gain`) and its output to the tensor dtype, as the
+// reference path does. A pass with `fp32_inside` (all of filtered_lrelu's) keeps the taps in float32 and writes its
+// output in the accumulation type (float32 for float16/bfloat16 inputs), so that filtered_lrelu, like the original's
+// fused kernel, computes everything in float32 and rounds only its final output. The bias add and the leaky ReLU
+// stage never round. In the kLrelu stage a NaN counts as clamped (it becomes -clamp with code 2), as in the
+// original's kernel.
+//
+// Everything here lives in the namespace LVG_PASS_NAMESPACE, which each plugin defines before including this file,
+// so that the two plugins (upfirdn2d and filtered_lrelu, each with its own pass_cuda) share no symbol names.
 
 #pragma once
 
@@ -46,7 +55,11 @@
 #define LVG_HD inline
 #endif
 
-namespace lvg_upfirdn2d {
+#ifndef LVG_PASS_NAMESPACE
+#error "define LVG_PASS_NAMESPACE (a namespace name of the including plugin) before including upfirdn2d.h"
+#endif
+
+namespace LVG_PASS_NAMESPACE {
 
 enum Mode : int {
     kPlain = 0,
@@ -64,8 +77,9 @@ struct PassArgs {
     const void* b;       // bias [c] added to each input sample (the first stage of filtered_lrelu), or nullptr
     const void* f;       // taps [fh, fw] as given by the user (float32, or float64 when f_double), or nullptr: one tap
     bool f_double;
-    void* y;             // output [n, c, out_h, out_w], contiguous
-    uint8_t* codes;      // kLrelu (written) / kMask (read): [n, c, out_h, out_w], contiguous
+    void* y;             // output [n, c, out_h, out_w], contiguous; of x's dtype, or its accumulation type
+    bool fp32_inside;    // taps kept unrounded and y in the accumulation type (the top of this file)
+    uint8_t* codes;      // kLrelu (written unless nullptr) / kMask (read): [n, c, out_h, out_w], contiguous
     int n, c, in_h, in_w, out_h, out_w;
     int upx, upy, downx, downy;
     int padx0, pady0;    // leading padding in up-sampled samples (negative crops)
@@ -83,7 +97,8 @@ struct PassArgs {
 // ---------------------------------------------------------------------------------------------------------------------
 
 // Tap i (row-major over [fh, fw]) in correlation order, as the kernel multiplies it: the user's tap times the gain,
-// computed in the filter's dtype and rounded to the tensor dtype, as the reference casts `f * gain` to x.dtype.
+// computed in the filter's dtype and, unless fp32_inside, rounded to the tensor dtype, as the reference casts
+// `f * gain` to x.dtype.
 template <typename scalar_t>
 LVG_HD at::opmath_type<scalar_t> filter_tap(const PassArgs& a, int i) {
     using acc_t = at::opmath_type<scalar_t>;
@@ -99,10 +114,10 @@ LVG_HD at::opmath_type<scalar_t> filter_tap(const PassArgs& a, int i) {
     const int j = ky * a.fw + kx;
     if (a.f_double) {
         const double v = static_cast<const double*>(a.f)[j] * a.fgain;
-        return static_cast<acc_t>(static_cast<scalar_t>(v));
+        return a.fp32_inside ? static_cast<acc_t>(v) : static_cast<acc_t>(static_cast<scalar_t>(v));
     }
     const float v = static_cast<const float*>(a.f)[j] * static_cast<float>(a.fgain);
-    return static_cast<acc_t>(static_cast<scalar_t>(v));
+    return a.fp32_inside ? static_cast<acc_t>(v) : static_cast<acc_t>(static_cast<scalar_t>(v));
 }
 
 // First tap k0 along one axis that meets an input sample, and that sample's index i0, for a window starting at
@@ -118,8 +133,9 @@ LVG_HD void first_tap(int u, int up, int& k0, int& i0) {
     }
 }
 
-// Computes output sample `idx` (its index in the contiguous [n, c, out_h, out_w] output) with prepared taps `w`.
-template <typename scalar_t, typename index_t, int kMode>
+// Computes output sample `idx` (its index in the contiguous [n, c, out_h, out_w] output) with prepared taps `w`;
+// out_t is the output's element type (scalar_t, or the accumulation type for fp32_inside).
+template <typename scalar_t, typename out_t, typename index_t, int kMode>
 LVG_HD void pass_element(const PassArgs& a, const at::opmath_type<scalar_t>* w, index_t idx) {
     using acc_t = at::opmath_type<scalar_t>;
 
@@ -149,36 +165,39 @@ LVG_HD void pass_element(const PassArgs& a, const at::opmath_type<scalar_t>* w, 
         for (int kx = kx0, ix = ix0; kx < a.fw && ix < a.in_w; kx += a.upx, ++ix) {
             acc_t v = static_cast<acc_t>(row[static_cast<int64_t>(ix) * a.x_stride[3]]);
             if (has_bias) {
-                v = static_cast<acc_t>(static_cast<scalar_t>(v + bias)); // The reference's `x + b` rounds.
+                v = v + bias;
             }
             acc += wrow[kx] * v;
         }
     }
 
     // Epilogue.
-    scalar_t* y = static_cast<scalar_t*>(a.y);
+    out_t* y = static_cast<out_t*>(a.y);
     if (kMode == kPlain) {
-        y[idx] = static_cast<scalar_t>(acc);
+        y[idx] = static_cast<out_t>(acc);
     } else if (kMode == kLrelu) {
-        const acc_t v = static_cast<acc_t>(static_cast<scalar_t>(acc)); // The filter output is a tensor there.
-        acc_t r = v > acc_t(0) ? v : static_cast<acc_t>(static_cast<scalar_t>(v * static_cast<acc_t>(a.slope)));
+        const acc_t v = acc;
+        acc_t r = v > acc_t(0) ? v : v * static_cast<acc_t>(a.slope);
         if (a.act_gain != 1.0) {
-            r = static_cast<acc_t>(static_cast<scalar_t>(r * static_cast<acc_t>(a.act_gain)));
+            r = r * static_cast<acc_t>(a.act_gain);
         }
         uint8_t code = v > acc_t(0) ? 0 : 1; // leaky_relu's gradient takes the slope at exactly 0.
         const acc_t clamp = static_cast<acc_t>(a.clamp);
-        const bool outside = a.clamp_grad_at_limit ? (r > clamp || r < -clamp) : (r >= clamp || r <= -clamp);
-        if (a.clamp >= 0 && outside) {
+        // A NaN fails both comparisons: it counts as outside and becomes -clamp.
+        const bool inside = a.clamp_grad_at_limit ? (r >= -clamp && r <= clamp) : (r > -clamp && r < clamp);
+        if (a.clamp >= 0 && !inside) {
             r = r > clamp ? clamp : -clamp;
             code = 2;
         }
-        y[idx] = static_cast<scalar_t>(r);
-        a.codes[idx] = code;
+        y[idx] = static_cast<out_t>(r);
+        if (a.codes != nullptr) {
+            a.codes[idx] = code;
+        }
     } else { // kMask
         const uint8_t code = a.codes[idx];
         const acc_t gain = static_cast<acc_t>(a.act_gain);
         const acc_t factor = code == 0 ? gain : (code == 1 ? gain * static_cast<acc_t>(a.slope) : acc_t(0));
-        y[idx] = static_cast<scalar_t>(acc * factor);
+        y[idx] = static_cast<out_t>(acc * factor);
     }
 }
 
@@ -195,7 +214,7 @@ void pass_cuda(const PassArgs& a, c10::ScalarType dtype, int64_t numel);
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 
-template <typename scalar_t, typename index_t, int kMode>
+template <typename scalar_t, typename out_t, typename index_t, int kMode>
 __global__ void __launch_bounds__(kThreads) pass_kernel(PassArgs a, index_t numel) {
     using acc_t = at::opmath_type<scalar_t>;
     extern __shared__ __align__(sizeof(double)) unsigned char shared_taps[];
@@ -207,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) pass_kernel(PassArgs a, index_t nume
     __syncthreads();
     const index_t stride = static_cast<index_t>(blockDim.x) * static_cast<index_t>(gridDim.x);
     for (index_t idx = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < numel; idx += stride) {
-        pass_element<scalar_t, index_t, kMode>(a, w, idx);
+        pass_element<scalar_t, out_t, index_t, kMode>(a, w, idx);
     }
 }
 
@@ -219,12 +238,17 @@ void launch_pass(const PassArgs& a, c10::ScalarType dtype, int64_t numel, cudaSt
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "upfirdn2d_pass_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const size_t shared_bytes = sizeof(acc_t) * a.fw * a.fh;
-        if (small) {
-            pass_kernel<scalar_t, int32_t, kMode><<<static_cast<unsigned>(blocks), kThreads, shared_bytes, stream>>>(
+        const unsigned grid = static_cast<unsigned>(blocks);
+        if (a.fp32_inside && small) {
+            pass_kernel<scalar_t, acc_t, int32_t, kMode><<<grid, kThreads, shared_bytes, stream>>>(
+                a, static_cast<int32_t>(numel));
+        } else if (a.fp32_inside) {
+            pass_kernel<scalar_t, acc_t, int64_t, kMode><<<grid, kThreads, shared_bytes, stream>>>(a, numel);
+        } else if (small) {
+            pass_kernel<scalar_t, scalar_t, int32_t, kMode><<<grid, kThreads, shared_bytes, stream>>>(
                 a, static_cast<int32_t>(numel));
         } else {
-            pass_kernel<scalar_t, int64_t, kMode><<<static_cast<unsigned>(blocks), kThreads, shared_bytes, stream>>>(
-                a, numel);
+            pass_kernel<scalar_t, scalar_t, int64_t, kMode><<<grid, kThreads, shared_bytes, stream>>>(a, numel);
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -237,7 +261,7 @@ void launch_pass(const PassArgs& a, c10::ScalarType dtype, int64_t numel, cudaSt
 
 #if !defined(__CUDACC__)
 
-template <typename scalar_t, int kMode>
+template <typename scalar_t, typename out_t, int kMode>
 void run_host(const PassArgs& a, int64_t numel) {
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<acc_t> w(a.fw * a.fh);
@@ -246,20 +270,22 @@ void run_host(const PassArgs& a, int64_t numel) {
     }
     at::parallel_for(0, numel, 1024, [&](int64_t begin, int64_t end) {
         for (int64_t idx = begin; idx < end; ++idx) {
-            pass_element<scalar_t, int64_t, kMode>(a, w.data(), idx);
+            pass_element<scalar_t, out_t, int64_t, kMode>(a, w.data(), idx);
         }
     });
 }
 
-// One pass (see the top of this file) on x [N, C, H, W] into a new contiguous [N, C, out_h, out_w] tensor: the CUDA
-// kernel for CUDA tensors (when the plugin is built with LVG_WITH_CUDA), the host loop for CPU tensors.
+// One pass (see the top of this file) on x [N, C, H, W] into a new contiguous [N, C, out_h, out_w] tensor (of x's
+// dtype, or of its accumulation type with fp32_inside): the CUDA kernel for CUDA tensors (when the plugin is built
+// with LVG_WITH_CUDA), the host loop for CPU tensors.
 //   f: taps [fh, fw] (float32 or float64), contiguous, or None for one tap of value fgain.
-//   b: bias [C] of x's dtype, or None. codes: uint8 [N, C, out_h, out_w], written by mode 1 and read by mode 2.
+//   b: bias [C] of x's dtype, or None. codes: uint8 [N, C, out_h, out_w], read by mode 2 and written by mode 1
+//   (where None means no codes are kept: a forward pass without gradients).
 inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>& f, const c10::optional<at::Tensor>& b,
                            const c10::optional<at::Tensor>& codes, int64_t mode, int64_t upx, int64_t upy,
                            int64_t downx, int64_t downy, int64_t padx0, int64_t pady0, int64_t out_w, int64_t out_h,
                            bool flip, double fgain, double slope, double act_gain, double clamp,
-                           bool clamp_grad_at_limit) {
+                           bool clamp_grad_at_limit, bool fp32_inside) {
     const auto dtype = x.scalar_type();
     TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
                 "upfirdn2d pass: x must be float16, bfloat16, float32 or float64, got ", dtype);
@@ -301,9 +327,10 @@ inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>&
                     ", got ", bias.sizes(), " ", bias.scalar_type(), " on ", bias.device());
     }
 
-    at::Tensor y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
-    if (mode != kPlain) {
-        TORCH_CHECK(codes.has_value(), "upfirdn2d pass: mode ", mode, " needs codes");
+    const auto out_dtype = fp32_inside ? at::toOpMathType(dtype) : dtype;
+    at::Tensor y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options().dtype(out_dtype));
+    TORCH_CHECK(mode != kMask || codes.has_value(), "upfirdn2d pass: mode ", mode, " needs codes");
+    if (mode != kPlain && codes.has_value()) {
         const at::Tensor& c = *codes;
         TORCH_CHECK(c.device() == x.device() && c.scalar_type() == at::kByte && c.is_contiguous() &&
                         c.sizes() == y.sizes(),
@@ -323,7 +350,8 @@ inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>&
     a.f = taps.defined() ? taps.data_ptr() : nullptr;
     a.f_double = taps.defined() && taps.scalar_type() == at::kDouble;
     a.y = y.data_ptr();
-    a.codes = mode != kPlain ? codes->data_ptr<uint8_t>() : nullptr;
+    a.codes = mode != kPlain && codes.has_value() ? codes->data_ptr<uint8_t>() : nullptr;
+    a.fp32_inside = fp32_inside;
     a.n = static_cast<int>(x.size(0));
     a.c = static_cast<int>(x.size(1));
     a.in_h = static_cast<int>(x.size(2));
@@ -356,12 +384,21 @@ inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>&
         return y;
     }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "upfirdn2d_pass_host", [&] {
-        if (mode == kPlain) {
-            run_host<scalar_t, kPlain>(a, y.numel());
+        using acc_t = at::opmath_type<scalar_t>;
+        if (fp32_inside) {
+            if (mode == kPlain) {
+                run_host<scalar_t, acc_t, kPlain>(a, y.numel());
+            } else if (mode == kLrelu) {
+                run_host<scalar_t, acc_t, kLrelu>(a, y.numel());
+            } else {
+                run_host<scalar_t, acc_t, kMask>(a, y.numel());
+            }
+        } else if (mode == kPlain) {
+            run_host<scalar_t, scalar_t, kPlain>(a, y.numel());
         } else if (mode == kLrelu) {
-            run_host<scalar_t, kLrelu>(a, y.numel());
+            run_host<scalar_t, scalar_t, kLrelu>(a, y.numel());
         } else {
-            run_host<scalar_t, kMask>(a, y.numel());
+            run_host<scalar_t, scalar_t, kMask>(a, y.numel());
         }
     });
     return y;
@@ -369,4 +406,4 @@ inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>&
 
 #endif // !__CUDACC__
 
-} // namespace lvg_upfirdn2d
+} // namespace LVG_PASS_NAMESPACE

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import fast_cpu
+from . import fast_cpu, kernel_check
 
 # ---------------------------------------------------------------------------------------------------------------------
 
 _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
+_kernel_device_types = ("cuda",)  # Devices whose tensors go to the kernel (tests add "cpu" with a host-loop plugin).
 _plugin_sources = ["upfirdn2d.cpp", "upfirdn2d.cu"]
 _plugin_headers = ["upfirdn2d.h"]
 _plugin_build_kwargs = dict(
@@ -216,7 +217,13 @@ def upfirdn2d(
     _check_image(x)
     _check_filter(f)
     _check_impl(impl)
-    if impl == "cuda" and x.device.type == "cuda" and _cuda_supported(x, f, up, down, padding) and _init():
+    if (
+        impl == "cuda"
+        and x.device.type in _kernel_device_types
+        and _cuda_supported(x, f, up, down, padding)
+        and _init()
+        and _kernel_check.trusted(x)
+    ):
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
     if impl == "cuda" and x.device.type == "cpu":
         # CPU inference: polyphase kernel for separable filters (torch_utils/ops/fast_cpu.py); None = not handled.
@@ -224,6 +231,29 @@ def upfirdn2d(
         if y is not None:
             return y
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def _self_check(device, dtype):
+    """Compare the kernel with the reference path on a small input of `device` and `dtype` (kernel_check.py): a
+    separable up-sampling and a 2-D filter with decimation, asymmetric taps and padding; forward and the x gradient."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn([2, 3, 7, 6], generator=g).to(device=device, dtype=dtype).requires_grad_()
+    f1 = (torch.rand([4], generator=g) + 0.1).to(device)
+    f2 = (torch.rand([3, 2], generator=g) + 0.1).to(device)
+    cases = [(f1, dict(up=2, padding=[2, 1, 2, 1], gain=4)), (f2, dict(down=2, padding=[1, 0, 0, 1], flip_filter=True))]
+    for f, kwargs in cases:
+        problem = kernel_check.compare(
+            lambda x: _upfirdn2d_cuda(**kwargs).apply(x, f),
+            lambda x: _upfirdn2d_ref(x, f.double(), **kwargs),
+            [x],
+            dtype,
+        )
+        if problem is not None:
+            return f"{f.ndim}-D filter {kwargs}: {problem}"
+    return None
+
+
+_kernel_check = kernel_check.KernelCheck("upfirdn2d", _self_check)
 
 
 def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
