@@ -123,7 +123,7 @@ def make_dataset_from_frames(
     selected = pipeline.select_partition(
         listing, partition, num_partitions, "clip directories", f"input_dir {str(input_dir)!r}"
     )
-    pipeline.record_partitioning(
+    record = pipeline.check_partitioning(
         output_dir,
         specs,
         [partition],
@@ -137,6 +137,7 @@ def make_dataset_from_frames(
     written = pipeline.convert_partition(
         tasks, _frames_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
+    pipeline.write_partitioning(output_dir, record)
     pipeline.print_partition_hint(partition, num_partitions, len(selected), len(listing), "clip directories")
     return written
 
@@ -188,7 +189,8 @@ def main(
             wait_for_list_file=wait_for_list_file,
             workers=workers,
             overwrite=overwrite,
-        )
+        ),
+        output_dir=output_dir,
     )
 
 

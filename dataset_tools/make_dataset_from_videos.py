@@ -82,13 +82,14 @@ def make_dataset_from_videos(
         )
     where = f"input_dir {str(input_dir)!r}"
     selected = pipeline.select_partition(videos, partition, num_partitions, "videos", where)
-    pipeline.record_partitioning(
+    record = pipeline.check_partitioning(
         output_dir, specs, [partition], num_partitions, len(videos), "make_dataset_from_videos", "videos", overwrite
     )
     tasks = [(str(path), clip_path_of(rel), trim_start, trim_end, fps) for path, rel in selected]
     written = pipeline.convert_partition(
         tasks, _video_source, output_dir, partition, specs, workers=workers, overwrite=overwrite
     )
+    pipeline.write_partitioning(output_dir, record)
     pipeline.print_partition_hint(partition, num_partitions, len(selected), len(videos), "videos")
     return written
 
@@ -167,6 +168,7 @@ def main(
             workers=workers,
             overwrite=overwrite,
         ),
+        output_dir=output_dir,
     )
 
 

@@ -166,7 +166,7 @@ def make_dataset_from_youtube(
     items = pipeline.select_partition(all_items, partition, num_partitions, "clips", where)
     pipeline.check_writable_dir(output_dir)
     pipeline.check_writable_dir(video_cache_dir, "video cache directory")
-    pipeline.record_partitioning(
+    record = pipeline.check_partitioning(
         output_dir, specs, [partition], num_partitions, len(all_items), "make_dataset_from_youtube", "clips", overwrite
     )
     if not pipeline.shards_to_write(output_dir, partition, specs, overwrite, notes=False):
@@ -178,6 +178,7 @@ def make_dataset_from_youtube(
         written = make_dataset_from_clips(
             items, video_files, output_dir, specs, partition, fps=fps, workers=workers, overwrite=overwrite
         )
+    pipeline.write_partitioning(output_dir, record)
     pipeline.print_partition_hint(partition, num_partitions, len(items), len(all_items), "clips")
     return written
 
@@ -236,7 +237,8 @@ def main(
             workers=workers,
             download_workers=download_workers,
             overwrite=overwrite,
-        )
+        ),
+        output_dir=output_dir,
     )
 
 

@@ -303,7 +303,7 @@ def make_synthetic_dataset(
 
     pipeline.check_writable_dir(out_dir)
     settings = dict(seed=int(seed), num_videos=num_videos, num_frames=lengths if len(set(lengths)) > 1 else lengths[0])
-    pipeline.record_partitioning(
+    record = pipeline.check_partitioning(
         out_dir,
         specs,
         partitions,
@@ -321,6 +321,7 @@ def make_synthetic_dataset(
         pipeline.convert_partition(
             tasks, _synthetic_source, out_dir, partition, specs, workers=workers, overwrite=overwrite, progress=progress
         )
+        pipeline.write_partitioning(out_dir, record)
     return out_dir
 
 
@@ -397,7 +398,8 @@ def main(output_dir, num_videos, num_frames, resolution_list, seed, partition, n
             partitions=partitions,
             workers=workers,
             overwrite=overwrite,
-        )
+        ),
+        output_dir=output_dir,
     )
     which = "all partitions" if partition is None else f"partition {partition} of {num_partitions}"
     print(f"Done: {num_videos} videos of {num_frames} frames at {', '.join(resolution_list)} in {output_dir} ({which})")

@@ -416,17 +416,37 @@ def check_fps_option(fps: float | None) -> None:
 def run_conversion(
     convert: Callable[[], list[Path]],
     errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError),
+    output_dir: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Run a tool's conversion and show the expected ``errors`` as one ``Error:`` line (others keep their
-    traceback); returns the shards written."""
+    traceback); returns the shards written. After such an error, the directories this run created below and
+    including ``output_dir`` are removed again if they are empty, so a failed run leaves nothing behind."""
+    before = _directories(output_dir)
     try:
         written = convert()
     except errors as error:
         message = str(error)
         if isinstance(error, OSError) and error.filename is not None and error.strerror:
             message = f"{error.filename}: {error.strerror}"
+        if output_dir is not None:
+            for directory in sorted(_directories(output_dir) - before, key=lambda p: len(p.parts), reverse=True):
+                try:
+                    directory.rmdir()  # Only if empty.
+                except OSError:
+                    pass
         raise click.ClickException(message)
     return written
+
+
+def _directories(output_dir: str | os.PathLike | None) -> set[Path]:
+    """``output_dir``, its ancestors and the directories inside it that exist now."""
+    if output_dir is None:
+        return set()
+    root = Path(output_dir).absolute()
+    found = {p for p in (root, *root.parents) if p.is_dir()}
+    if root.is_dir():
+        found |= {p for p in root.rglob("*") if p.is_dir()}
+    return found
 
 
 def check_sizes(specs: Sequence[FrameSpec]) -> None:
@@ -501,7 +521,7 @@ def existing_shards(res_dirs: Iterable[Path]) -> dict[int, list[Path]]:
     return found
 
 
-def record_partitioning(
+def check_partitioning(
     output_dir: str | os.PathLike,  # Dataset root.
     specs: Sequence[FrameSpec],  # Output sizes of this run.
     partitions: Sequence[int],  # Partitions this run writes.
@@ -512,9 +532,9 @@ def record_partitioning(
     overwrite: bool = False,  # This run replaces its own partitions' shards.
     settings: dict | None = None,  # Further settings that all partitions must share (recorded, compared).
     remove_stale: bool = False,  # With overwrite: delete shards of partitions >= num_partitions instead of refusing.
-) -> None:
-    """Check that this run's split matches the shards already in ``output_dir`` and record it in
-    ``<output_dir>/partitions.json`` (``info`` reads it to find missing partitions).
+) -> dict:
+    """Check that this run's split matches the shards already in ``output_dir`` (and its ``partitions.json``);
+    returns the record for ``write_partitioning`` (``info`` reads it to find missing partitions).
 
     Shards of another split (a different ``num_partitions`` or different ``settings``) must not end up mixed with
     this run's: such a run is refused with a ``ConversionError`` naming a shard, unless the only shards in the way
@@ -557,13 +577,18 @@ def record_partitioning(
         if existing and not overwrite:
             first = sorted(p for paths in existing.values() for p in paths)[0]
             raise ConversionError(f"{what}, e.g. {str(first)!r}; add --overwrite to replace them")
-    record = dict(tool=tool, num_partitions=num_partitions, num_inputs=num_inputs, inputs=noun, settings=settings)
-    if recorded != record:
-        check_writable_dir(output_dir)
-        path = output_dir / PARTITIONS_FILE
-        temp = path.with_name(f".{PARTITIONS_FILE}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temp, path)
+    return dict(tool=tool, num_partitions=num_partitions, num_inputs=num_inputs, inputs=noun, settings=settings)
+
+
+def write_partitioning(output_dir: str | os.PathLike, record: dict) -> None:
+    """Write the record returned by ``check_partitioning`` to ``<output_dir>/partitions.json`` atomically (after
+    a partition was converted, so a failed run leaves no record)."""
+    path = Path(output_dir) / PARTITIONS_FILE
+    if read_partitioning(output_dir) == record:
+        return
+    temp = path.with_name(f".{PARTITIONS_FILE}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temp, path)
 
 
 def partition_hint(partition: int, num_partitions: int, num_selected: int, num_total: int, noun: str) -> str | None:

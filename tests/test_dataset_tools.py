@@ -488,7 +488,7 @@ def test_all_inputs_failed_writes_no_shard_and_fails(tmp_path):
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert "Error: nothing converted: 2 of 2 inputs failed" in result.output, result.output
         assert "broken.mp4" in result.stderr and "Skipping" not in result.output
-        assert list(out.rglob("*.zip")) == [] and list(out.rglob("*.partial")) == []
+        assert not out.exists()  # No shard, no partitions.json, no empty directories.
     # An empty shard left by an older version is replaced, not skipped.
     make_lavfi_video(src / "good.mp4", seconds=0.2, size="64x36")
     from dataset_tools.utils import write_shard
@@ -527,7 +527,7 @@ def test_youtube_offline_download_fails_without_shard(tmp_path, monkeypatch):
     )
     assert result.exit_code == 1, result.output
     assert "nothing converted: 2 of 2 inputs failed" in result.output and "download of 'vidA' failed" in result.stderr
-    assert list((tmp_path / "data").rglob("*.zip")) == []
+    assert not (tmp_path / "data").exists()
 
 
 def test_info_reports_empty_shards_and_undecodable_frames(tmp_path):
@@ -634,7 +634,7 @@ def test_synthetic_tool_reruns_partitions_and_overwrite(tmp_path):
     assert _invoke(info.main, [whole]).exit_code == 0 and len(VideoDataset(whole, 4, 18, 32)) == 3
 
 
-def test_unwritable_output_and_read_only_input_give_one_line(tmp_path, monkeypatch):
+def test_output_under_a_file_gives_one_line(tmp_path):
     src = tmp_path / "videos"
     make_lavfi_video(src / "v.mp4", seconds=0.2, size="64x36")
     blocker = tmp_path / "a_file"
@@ -646,25 +646,59 @@ def test_unwritable_output_and_read_only_input_give_one_line(tmp_path, monkeypat
         result = CliRunner().invoke(tool, [str(a) for a in args])
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert f"Error: cannot write to the output directory '{blocker / 'out'}'" in result.output, result.output
-    # A read-only INPUT_DIR: the listing cache cannot be written there; the tool goes on without it.
-    frames = tmp_path / "frames" / "clip"
-    frames.mkdir(parents=True)
-    PIL.Image.new("RGB", (64, 36), (10, 20, 30)).save(frames / "0.png")
-    real_write_text = Path.write_text
 
-    def read_only(path, *args, **kwargs):
-        if Path(path).parent == tmp_path / "frames":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_write_text(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", read_only)
-    result = CliRunner().invoke(
-        make_dataset_from_frames.main,
-        [str(tmp_path / "frames"), str(tmp_path / "out"), "--resolution", "36x64", "--num-partitions", "1"],
-    )
-    assert result.exit_code == 0, result.output
-    assert "no listing cache written" in result.output and "Permission denied" in result.output
-    assert list(_listing(shard_path(tmp_path / "out", 0, 36, 64))[0]) == ["clip"]
+def _unprivileged() -> list[str]:
+    """Command prefix under which permission bits apply: none for a normal user; for root, setpriv dropping the
+    capabilities that bypass them (skips the test where that is impossible)."""
+    if os.geteuid() != 0:
+        return []
+    prefix = [
+        "setpriv",
+        "--bounding-set",
+        "-dac_override,-dac_read_search",
+        "--inh-caps",
+        "-dac_override,-dac_read_search",
+    ]
+    if shutil.which("setpriv") is None or subprocess.run([*prefix, "true"]).returncode != 0:
+        pytest.skip("running as root without setpriv: permission bits cannot be enforced")
+    return prefix
+
+
+def test_read_only_directories_give_one_line(tmp_path):
+    prefix = _unprivileged()
+    src = tmp_path / "videos"
+    make_lavfi_video(src / "v.mp4", seconds=0.2, size="64x36")
+    frames = tmp_path / "frames"
+    (frames / "clip").mkdir(parents=True)
+    PIL.Image.new("RGB", (64, 36), (10, 20, 30)).save(frames / "clip" / "0.png")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    for path in (read_only, frames):
+        path.chmod(0o555)
+    try:
+        tool = [*prefix, sys.executable, "-m"]
+        videos = [*tool, "dataset_tools.make_dataset_from_videos", str(src), str(read_only)]
+        done = subprocess.run(
+            [*videos, "--resolution", "36x64", "--num-partitions", "1"], cwd=REPO, capture_output=True, text=True
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"Error: cannot write to the output directory '{read_only}': Permission denied" in done.stderr
+        assert "Traceback" not in done.stderr and list(read_only.iterdir()) == []
+        # A read-only INPUT_DIR: the listing cache cannot be written there; the tool goes on without it.
+        out = tmp_path / "out"
+        frames_tool = [*tool, "dataset_tools.make_dataset_from_frames", str(frames), str(out), "--resolution", "36x64"]
+        done = subprocess.run([*frames_tool, "--num-partitions", "1"], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "no listing cache written" in done.stdout and "Permission denied" in done.stdout
+        assert list(_listing(shard_path(out, 0, 36, 64))[0]) == ["clip"] and not (frames / "frame_paths.json").exists()
+        done = subprocess.run(
+            [*frames_tool, "--wait-for-list-file"], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1 and "is read-only, so no listing cache" in done.stderr, done.stdout + done.stderr
+    finally:
+        for path in (read_only, frames):
+            path.chmod(0o755)
 
 
 def test_odd_and_portrait_sizes_warn(tmp_path):
