@@ -24,6 +24,7 @@ tensor per entry of the generator's `state_dict()`, and these header metadata st
 * `source`: base name of the pickle it was converted from (informational)
 """
 
+import contextlib
 import inspect
 import json
 import os
@@ -216,11 +217,40 @@ def read_config(header: dict, source: str) -> tuple[str, dict]:
     return class_name, kwargs
 
 
-def _check_tensors(G: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, source: str) -> None:
-    """Raise ValueError naming `source` unless `tensors` has exactly G's state-dict names, shapes and dtypes."""
-    expected = G.state_dict()
-    missing = [name for name in expected if name not in tensors]
-    unexpected = [name for name in tensors if name not in expected]
+# Tensor dtypes of the safetensors header, by their names there.
+_DTYPES = dict(
+    F64=torch.float64,
+    F32=torch.float32,
+    F16=torch.float16,
+    BF16=torch.bfloat16,
+    I64=torch.int64,
+    I32=torch.int32,
+    I16=torch.int16,
+    I8=torch.int8,
+    U8=torch.uint8,
+    BOOL=torch.bool,
+)
+
+
+def read_tensor_specs(header: dict, source: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor listed in a checked header; ValueError naming `source` if malformed."""
+    specs = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        dtype = _DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape) or dtype is None:
+            raise ValueError(f"{source}: bad safetensors header entry for tensor {name!r}: {entry!r}")
+        specs[name] = (tuple(shape), dtype)
+    return specs
+
+
+def _check_tensors(G: torch.nn.Module, specs: dict, what: str, source: str) -> None:
+    """Raise ValueError naming `source` unless `specs` (name -> (shape, dtype)) fit G's state dict exactly."""
+    expected = {name: (tuple(t.shape), t.dtype) for name, t in G.state_dict().items()}
+    missing = [name for name in expected if name not in specs]
+    unexpected = [name for name in specs if name not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -229,22 +259,33 @@ def _check_tensors(G: torch.nn.Module, tensors: dict[str, torch.Tensor], what: s
             extra = ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
             parts.append(f"{len(unexpected)} unexpected ({extra})")
         raise ValueError(f"{source}: tensors do not match {what}: {'; '.join(parts)}")
-    for name, want in expected.items():
-        got = tensors[name]
-        if tuple(got.shape) != tuple(want.shape):
+    for name, (want_shape, want_dtype) in expected.items():
+        got_shape, got_dtype = specs[name]
+        if got_shape != want_shape:
             raise ValueError(
-                f"{source}: tensor {name!r} has shape {list(got.shape)}, but {what} expects {list(want.shape)}"
+                f"{source}: tensor {name!r} has shape {list(got_shape)}, but {what} expects {list(want_shape)}"
             )
-        if got.dtype != want.dtype:
-            raise ValueError(f"{source}: tensor {name!r} has dtype {got.dtype}, but {what} expects {want.dtype}")
+        if got_dtype != want_dtype:
+            raise ValueError(f"{source}: tensor {name!r} has dtype {got_dtype}, but {what} expects {want_dtype}")
+
+
+def _construct(class_name: str, kwargs: dict, source: str, device: str | None = None) -> torch.nn.Module:
+    """Build an allow-listed class; ValueError naming `source` if the constructor rejects the kwargs."""
+    try:
+        with torch.device(device) if device else contextlib.nullcontext(), torch.random.fork_rng(devices=[]):
+            return _allowed_class(class_name)(**kwargs)  # fork_rng: initialisation leaves the caller's RNG alone.
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: {class_name} rejects the header's init_kwargs ({err})") from err
 
 
 def load_generator(path_or_url: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Build a generator from a `.safetensors` file (path, file:// or http(s) URL) without unpickling anything.
 
     Raises ValueError naming the file and the problem for a bad header, a class outside the allow-list, kwargs the
-    constructor rejects, or tensors whose names, shapes or dtypes do not fit. Returns the network in eval mode with
-    gradients off, on `device`. Use `long_video_gan.api.load_generator` to also check the phase.
+    constructor rejects, or tensors whose names, shapes or dtypes do not fit. The tensor list of the header is
+    checked against a parameter-free ("meta" device) instance first, so a file cannot make us allocate a network
+    larger than its own tensors. Returns the network in eval mode with gradients off, on `device`. Use
+    `long_video_gan.api.load_generator` to also check the phase.
     """
     import safetensors
     import safetensors.torch
@@ -254,17 +295,14 @@ def load_generator(path_or_url: str | os.PathLike, device: torch.device | str = 
         data = f.read()
     header = read_header(data, source)
     class_name, kwargs = read_config(header, source)
+    specs = read_tensor_specs(header, source)
     what = f"{class_name.rsplit('.', 2)[-2]}.VideoGenerator(**init_kwargs)"
+    _check_tensors(_construct(class_name, kwargs, source, device="meta"), specs, what, source)
     try:
         tensors = safetensors.torch.load(data)
     except (safetensors.SafetensorError, ValueError, RuntimeError) as err:
         raise ValueError(f"{source}: bad safetensors data ({err})") from err
-    try:
-        with torch.random.fork_rng(devices=[]):  # Random initialisation must not move the caller's global RNG.
-            G = _allowed_class(class_name)(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: {class_name} rejects the header's init_kwargs ({err})") from err
-    _check_tensors(G, tensors, what, source)
+    G = _construct(class_name, kwargs, source)
     G.load_state_dict(tensors, strict=True)
     return G.eval().requires_grad_(False).to(torch.device(device))
 

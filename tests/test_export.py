@@ -18,6 +18,7 @@ import calc_metrics
 import generate
 from long_video_gan import api, export, generator_lres, generator_sres
 from metrics import metric_main
+from tests.data_utils import make_tiny_dataset
 from torch_utils import persistence
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
@@ -209,8 +210,8 @@ def test_generate_and_calc_metrics_accept_safetensors(files, tmp_path, monkeypat
         return dict(results={name: 0.0}, metric=name)
 
     monkeypatch.setattr(metric_main, "calc_metric", fake_calc_metric)
-    (tmp_path / "dataset").mkdir()
-    args = ["--dataset", str(tmp_path / "dataset"), "--lres", lres, "--sres", sres, "-m", "fvd2048_16f"]
+    dataset = make_tiny_dataset(tmp_path, num_videos=1, num_frames=4, resolutions=((36, 64),))
+    args = ["--dataset", str(dataset), "--lres", lres, "--sres", sres, "-m", "fvd2048_16f"]
     with no_unpickling():
         result = CliRunner().invoke(calc_metrics.main, args + ["--device", "cpu"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -253,6 +254,10 @@ def test_bad_files_fail_clearly(files, tmp_path):
         rewrite(good, tmp_path / "shape.safetensors", metadata=dict(init_kwargs=wide)),
         r"tensor '[\w.]+' has shape \[\d+(, \d+)*\], but generator_lres\.VideoGenerator\(\*\*init_kwargs\) expects",
     )
+    # A header asking for an enormous network is refused from the tensor list, before any allocation (tens of GB of
+    # weights here if it were built).
+    huge = json.dumps(dict(json.loads(_meta(good)["init_kwargs"]), latent_w_dim=2**16, temporal_emb_dim=2**16))
+    fails(rewrite(good, tmp_path / "huge_kw.safetensors", metadata=dict(init_kwargs=huge)), "has shape")
     tensors = safetensors.torch.load_file(str(good))
     name = sorted(tensors)[0]
     fails(
@@ -271,6 +276,12 @@ def test_bad_files_fail_clearly(files, tmp_path):
     data = good.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 100])
     fails(tmp_path / "cut.safetensors", "bad safetensors data")
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + size])
+    header[name]["dtype"] = "F8_E4M3"
+    text = json.dumps(header).encode()
+    (tmp_path / "f8.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size :])
+    fails(tmp_path / "f8.safetensors", rf"bad safetensors header entry for tensor '{name}'")
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         api.load_generator(str(tmp_path / "nowhere" / "missing.safetensors"))
     # The phase check applies as for pickles.
