@@ -151,8 +151,9 @@ def temporal_scale_augment(
     Per sample, in this order (SPEC §4.4): `u ~ U(-max_octaves, max_octaves)` and factor `s = 2**u`; the clip is
     linearly resampled to `floor(T*s)` frames (output frame i reads source position `(i + 0.5)/s - 0.5`, clamped to
     the clip; no anti-alias filter when speeding up: frames are simply skipped); if shorter than
-    `seq_length`, zeros are padded with `pad_before ~ U{0 .. seq_length - T'}` and the rest after; finally a window
-    start `~ U{0 .. T'' - seq_length}` is drawn (always, even when it can only be 0) and `seq_length` frames taken.
+    `seq_length`, zeros are padded with `pad_before ~ U{0 .. seq_length - T'}` and the rest after (`pad_before` is drawn
+    always, from U{0} when no padding is needed, as the original does); finally a window start
+    `~ U{0 .. T'' - seq_length}` is drawn (always, even when it can only be 0) and `seq_length` frames taken.
     When `floor(T*s) == T` the clip is copied unchanged: torch's interpolation (which the original calls with these
     settings) short-circuits equal sizes. `max_octaves=0` returns the input unchanged, without any draw.
     """
@@ -175,9 +176,11 @@ def temporal_scale_augment(
         clip = F.interpolate(clip, scale_factor=(scale, 1.0), mode="bilinear", align_corners=False)  # [1, C, T', H*W]
         new_t = clip.shape[2]
         assert new_t == math.floor(t * scale)
-        if new_t < seq_length:
-            pad_before = int(_randint(0, seq_length - new_t, 1, video, generator))
-            clip = F.pad(clip, [0, 0, pad_before, seq_length - new_t - pad_before])  # [1, C, seq_length, H*W]
+        # The padding offset is drawn for every clip (0 when no padding is needed), as the original does.
+        pad_total = max(seq_length - new_t, 0)
+        pad_before = int(_randint(0, pad_total, 1, video, generator))
+        if pad_total > 0:
+            clip = F.pad(clip, [0, 0, pad_before, pad_total - pad_before])  # [1, C, seq_length, H*W]
         start = int(_randint(0, clip.shape[2] - seq_length, 1, video, generator))
         clip = clip[:, :, start : start + seq_length]  # [1, C, seq_length, H*W]
         outputs.append(clip.reshape(c, seq_length, h, w))

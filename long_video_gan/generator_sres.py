@@ -793,11 +793,20 @@ class VideoGenerator(torch.nn.Module):
         return num_frames
 
     def forward(
-        self, lr_video: torch.Tensor, generator_z: torch.Generator | None = None, magnitude_ema_beta: float = 1.0
+        self,
+        lr_video: torch.Tensor,
+        generator_z: torch.Generator | None = None,
+        magnitude_ema_beta: float = 1.0,
+        z: torch.Tensor | None = None,  # Precomputed sample_latent_z output [N, latent_z_dim]; then nothing is drawn.
     ) -> torch.Tensor:
         """Super-resolve the centre frames of lr_video with a fresh z per video; EMAs update iff beta < 1."""
         num_frames = self._check_lr_video(lr_video)
-        z = self.sample_latent_z(lr_video.shape[0], generator_z)
+        if z is None:
+            z = self.sample_latent_z(lr_video.shape[0], generator_z)
+        elif tuple(z.shape) != (lr_video.shape[0], self.latent_z_dim):
+            raise ValueError(
+                f"z must be [{lr_video.shape[0]}, {self.latent_z_dim}] (one per video), got {list(z.shape)}"
+            )
         # Each layer keeps its own decay (0.999, mapping 0.998); the value of magnitude_ema_beta is not used.
         video = self.SG3(z, lr_video, update_emas=magnitude_ema_beta < 1)  # [N, 3, T, H, W]
         misc.assert_shape(video, [lr_video.shape[0], 3, num_frames, self.hr_height, self.hr_width])

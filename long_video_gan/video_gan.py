@@ -5,7 +5,8 @@ how D is run (`video_gan_lres.LowResVideoGAN`, `video_gan_sres.SuperResVideoGAN`
 
 1. learning rates for this step (warm-up, none by default);
 2. G step: per accumulation chunk, fakes with gradients, `softplus(-D(fake))`, backward; sync with gain 1/accum;
-3. D step on one real batch: per chunk, fakes without gradients (magnitude EMAs updated), `softplus(D(fake))` and
+3. D step on one real batch: the draws the original makes for the whole batch before its one fake pass (phase
+   hook `D_batch`), then per chunk, fakes without gradients (G's running averages updated), `softplus(D(fake))` and
    `softplus(-D(real))` backward separately; sync with gain 1/accum;
 4. every `r1_interval` steps (step 0 included), R1 on a fresh real batch, gradients scaled by `r1_interval/accum`;
 5. phase hook (sres: the ADA probability update);
@@ -15,10 +16,13 @@ Departure from the original: the D step generates its fakes per accumulation chu
 batch at once, so memory does not grow with `--grad-accum`. G's running averages (the magnitude EMAs of both phases,
 the super-res mapping's `w_avg`) still advance once per step: each chunk's pass updates them from the step's starting
 value, as if it were the whole batch, and after the last chunk each buffer is set to the mean of the chunks' results.
-The updates are lerps, linear in the batch statistic, and the chunks are equal, so this is the original's one update
-with the whole batch's statistic, whatever the chunking. What differs is only what a chunk's own pass sees: its gains
-come from its own statistics instead of the whole batch's, so the fakes (and the statistics of later layers, which
-depend on those gains) differ slightly; with accum = 1 nothing differs.
+The updates are lerps, linear in the batch statistic, and the chunks are equal, so the buffers take the original's one
+update per step with the mean of the chunks' statistics as the batch statistic, whatever the chunking. What differs
+is only what a chunk's own pass sees: its gains come from its own statistics instead of the whole batch's, so the
+fakes (and the statistics of later layers, which depend on those gains) differ slightly; with accum = 1 nothing
+differs. The random draws keep the original's order at any accumulation: what the original draws for the whole batch
+before its one fake pass (super-res: both conditioning augmentations and every z; low-res: every clip's embedding
+noise and crop offset) is drawn for the whole batch first (`D_batch`), and the per-chunk D passes follow.
 """
 
 import copy
@@ -143,6 +147,11 @@ class VideoGAN:
         """D logits of fakes made with gradients through G."""
         raise NotImplementedError
 
+    def D_batch(self, batch: dict) -> dict:
+        """The D step's per-rank batch with the draws the original makes for the whole batch before any fake is
+        generated (its fakes come from one pass), added as tensors split into the chunks with the data."""
+        return batch
+
     def D_fake_logits(self, chunk: dict, magnitude_ema_beta: float) -> torch.Tensor:
         """D logits of fakes made without gradients (D step), updating G's magnitude EMAs with the given beta."""
         raise NotImplementedError
@@ -215,7 +224,7 @@ class VideoGAN:
         self._optimizer_step(self.G, self.G_opt, gain=1 / self.grad_accum)
 
         # D step (fakes made per chunk, see the module docstring).
-        chunks = split_batch(self.to_device(next_batch()), self.grad_accum)
+        chunks = split_batch(self.D_batch(self.to_device(next_batch())), self.grad_accum)
         running_averages = ChunkedBufferUpdate(self.G) if len(chunks) > 1 else None
         self.D_opt.zero_grad(set_to_none=True)
         self.D.requires_grad_(True)

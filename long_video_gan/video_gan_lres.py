@@ -36,15 +36,26 @@ class LowResVideoGAN(VideoGAN):
 
     # ------------------------------------------------------------------------------------------------------------------
 
-    def generate(self, G: torch.nn.Module, batch_size: int, magnitude_ema_beta: float = 1.0) -> torch.Tensor:
+    def _extra_frames(self, G: torch.nn.Module) -> int:
+        return int(G.total_temporal_scale) if self.random_temp_translate else 0
+
+    def generate(
+        self,
+        G: torch.nn.Module,
+        batch_size: int,
+        magnitude_ema_beta: float = 1.0,
+        emb: torch.Tensor | None = None,  # G's embedding noise for these clips; None = drawn here.
+        offsets: torch.Tensor | None = None,  # Their crop offsets [N]; None = drawn here (after G's noise).
+    ) -> torch.Tensor:
         """Fake clips `[N, 3, seq_length, H, W]`; with random translation each one starts at its own offset."""
-        extra = int(G.total_temporal_scale) if self.random_temp_translate else 0
-        video = G(batch_size, self.seq_length + extra, magnitude_ema_beta=magnitude_ema_beta)  # [N, C, T + extra, H, W]
+        extra = self._extra_frames(G)
+        video = G(batch_size, self.seq_length + extra, magnitude_ema_beta=magnitude_ema_beta, emb=emb)
         if extra == 0:
-            return video
-        offsets = torch.randint(0, extra, [batch_size], device=video.device).tolist()  # Uniform in [0, extra - 1].
-        video = torch.stack([clip[:, o : o + self.seq_length] for clip, o in zip(video, offsets)])  # [N, C, T, H, W]
-        return video
+            return video  # [N, C, T, H, W]
+        if offsets is None:
+            offsets = torch.randint(0, extra, [batch_size], device=video.device)  # Uniform in [0, extra - 1].
+        video = torch.stack([clip[:, o : o + self.seq_length] for clip, o in zip(video, offsets.tolist())])
+        return video  # [N, C, T, H, W]
 
     def run_D(self, video: torch.Tensor) -> torch.Tensor:
         """DiffAugment, then temporal scale augmentation, then D (D zero-pads the frames to a square itself)."""
@@ -58,9 +69,22 @@ class LowResVideoGAN(VideoGAN):
     def G_chunk_logits(self, chunk: dict) -> torch.Tensor:
         return self.run_D(self.generate(self.G, self.chunk_size))
 
+    def D_batch(self, batch: dict) -> dict:
+        # As the original's one fake pass: every clip's embedding noise, then every crop offset, for the whole
+        # per-rank batch (the noise is small next to the fakes).
+        extra = self._extra_frames(self.G)
+        batch_size = batch["video"].shape[0]
+        emb = self.G.sample_temporal_emb(batch_size, self.seq_length + extra)
+        batch = {**batch, "emb": emb}
+        if extra > 0:
+            batch["offsets"] = torch.randint(0, extra, [batch_size], device=emb.device)
+        return batch
+
     def D_fake_logits(self, chunk: dict, magnitude_ema_beta: float) -> torch.Tensor:
         with torch.no_grad():
-            fake = self.generate(self.G, self.chunk_size, magnitude_ema_beta=magnitude_ema_beta)
+            fake = self.generate(
+                self.G, self.chunk_size, magnitude_ema_beta, emb=chunk["emb"], offsets=chunk.get("offsets")
+            )
         return self.run_D(fake)
 
     def D_real_logits(self, chunk: dict) -> torch.Tensor:

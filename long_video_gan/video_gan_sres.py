@@ -19,7 +19,8 @@ class SuperResVideoGAN(VideoGAN):
     """Batches hold `lr_video` [N, 3, T + 2*context, h, w] and `hr_video` [N, 3, T, H, W] (the centre T frames).
 
     * `in_augment` (fixed p) perturbs every low-res clip before it is used, independently for each use: the clip that
-      conditions G and the clip paired with the real hr clip are augmented separately in the D step.
+      conditions G and the clip paired with the real hr clip are augmented separately in the D step, both for the
+      whole per-rank batch before G runs, as in the original.
     * `run_D`: lr up-sampled by `D.upsample`, lr and hr augmented jointly by ADA (one transform for both), then the lr
       input is zeroed per sample with probability `1 - lr_cond_prob`.
     * ADA: `augment.p` moves every `ada_interval` steps (step 0 included) toward a 0.6 rate of positive real logits.
@@ -92,15 +93,21 @@ class SuperResVideoGAN(VideoGAN):
         fake = self.G(lr)  # [N, C, T, H, W]
         return self.run_D(self.centre(lr), fake)
 
+    def D_batch(self, batch: dict) -> dict:
+        # As the original, before any fake is generated: the conditioning of the fakes, then that of the reals, then
+        # every z, each for the whole per-rank batch (low-res clips and z are small next to the fakes).
+        lr_fake = self.condition(batch["lr_video"])
+        lr_real = self.condition(batch["lr_video"])
+        z = self.G.sample_latent_z(batch["lr_video"].shape[0])
+        return {**batch, "lr_fake": lr_fake, "lr_real": lr_real, "z": z}
+
     def D_fake_logits(self, chunk: dict, magnitude_ema_beta: float) -> torch.Tensor:
-        lr = self.condition(chunk["lr_video"])
         with torch.no_grad():
-            fake = self.G(lr, magnitude_ema_beta=magnitude_ema_beta)
-        return self.run_D(self.centre(lr), fake)
+            fake = self.G(chunk["lr_fake"], magnitude_ema_beta=magnitude_ema_beta, z=chunk["z"])
+        return self.run_D(self.centre(chunk["lr_fake"]), fake)
 
     def D_real_logits(self, chunk: dict) -> torch.Tensor:
-        lr = self.condition(chunk["lr_video"])
-        return self.run_D(self.centre(lr), chunk["hr_video"])
+        return self.run_D(self.centre(chunk["lr_real"]), chunk["hr_video"])
 
     def R1_chunk(self, chunk: dict) -> tuple[torch.Tensor, torch.Tensor]:
         # Gradient w.r.t. the hr clip only; the conditioning carries none.

@@ -175,9 +175,9 @@ def _reference_temporal_scale(clip, seq_length, gen):
         lam = p - i0
         frames.append(clip[:, i0] * (1 - lam) + clip[:, i1] * lam)
     out = torch.stack(frames, dim=1)
-    pad_before = None
+    # The original draws the padding offset for every clip, from U{0} when no padding is needed (issue 20).
+    pad_before = int(torch.randint(0, max(seq_length - new_t, 0) + 1, [1], generator=gen))
     if new_t < seq_length:
-        pad_before = int(torch.randint(0, seq_length - new_t + 1, [1], generator=gen))
         out = torch.cat(
             [torch.zeros(c, pad_before, h, w), out, torch.zeros(c, seq_length - new_t - pad_before, h, w)], 1
         )

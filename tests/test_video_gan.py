@@ -24,9 +24,12 @@ class StandInG(torch.nn.Module):
         self.register_buffer("magnitude_ema", torch.ones([]))
         self.total_temporal_scale = 4
 
-    def forward(self, batch_size, seq_length, magnitude_ema_beta=1.0, generator_emb=None):
+    def sample_temporal_emb(self, batch_size, seq_length, generator=None):
+        return torch.randn([batch_size, 3, seq_length, 8, 16], generator=generator)
+
+    def forward(self, batch_size, seq_length, magnitude_ema_beta=1.0, generator_emb=None, emb=None):
         StandInG.calls.append((batch_size, seq_length, magnitude_ema_beta))
-        noise = torch.randn([batch_size, 3, seq_length, 8, 16], generator=generator_emb)
+        noise = self.sample_temporal_emb(batch_size, seq_length, generator_emb) if emb is None else emb
         if magnitude_ema_beta != 1:
             with torch.no_grad():
                 StandInG.stats.append(noise.square().mean())
