@@ -84,6 +84,8 @@ def _decode_frames(zf, path, frame_paths, present, size, every: bool, bar) -> li
                     shape = (image.height, image.width)
                 if size is not None and shape != size:
                     bad.append(f"{entry!r} is {shape[0]}x{shape[1]}, expected {size[0]}x{size[1]}")
+            except PIL.UnidentifiedImageError:
+                bad.append(f"{entry!r} does not decode (not an image file)")
             except (OSError, SyntaxError, ValueError, zipfile.BadZipFile, PIL.Image.DecompressionBombError) as error:
                 bad.append(f"{entry!r} does not decode ({error})")
         if bar is not None:

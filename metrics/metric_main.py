@@ -133,6 +133,11 @@ def check_jsonl_path(jsonl_path: str) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(21, "is a directory, expected a JSONL file", jsonl_path)
     parent = os.path.dirname(path)
+    blocker = parent
+    while not os.path.exists(blocker) and os.path.dirname(blocker) != blocker:
+        blocker = os.path.dirname(blocker)
+    if not os.path.isdir(blocker):
+        raise NotADirectoryError(20, f"{blocker!r} is not a directory", jsonl_path)
     os.makedirs(parent, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=parent, prefix=".write_test_"):  # The atomic append writes here.
         pass

@@ -250,12 +250,12 @@ def _quick_args(setup, *extra):
 def test_unwritable_path_fails_before_any_work(setup, cache):
     blocker = cache / "a_file"
     blocker.write_text("not a directory")
-    for path in (blocker / "results.jsonl", cache):  # Under a file; a directory.
+    for path, why in ((blocker / "results.jsonl", f"'{blocker}' is not a directory"), (cache, "is a directory")):
         args = _quick_args(setup, "--path", str(path))
         args[3] = str(cache / "no_such_generator.pkl")  # Would fail at --lres if the path were checked later.
         result = CliRunner().invoke(calc_metrics.main, args)
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-        assert f"Error: --path: cannot append to '{path}'" in result.output, result.output
+        assert f"Error: --path: cannot append to '{path}': {why}" in result.output, result.output
 
 
 def test_result_is_printed_before_a_failed_write(setup, cache, monkeypatch):
