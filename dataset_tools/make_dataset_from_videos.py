@@ -138,7 +138,10 @@ def main(
 ):
     """Convert the videos below INPUT_DIR (.avi .mkv .mov .mp4 .wmv, recursive) into partition PARTITION of a
     dataset in OUTPUT_DIR. Clip path = video path relative to INPUT_DIR without extension; frames are
-    frame_000000.jpg, ... (JPEG quality 100, 4:4:4). Unreadable videos are skipped with a warning.
+    frame_000000.jpg, ... (JPEG quality 100, 4:4:4). Unreadable videos are skipped with a warning; when none
+    of the partition's videos can be read, no shard is written and the exit status is 1. The default splits the
+    videos into 10 partitions (one per Slurm task, see make_dataset_sbatch.sh): use --num-partitions 1 to convert
+    them all in one run.
 
     \b
     Examples:
