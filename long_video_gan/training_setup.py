@@ -10,6 +10,8 @@ and the `[paper: ...]` hints differ) and the part of their config that does not 
 
 import json
 import os
+import sys
+import zipfile
 
 import click
 import torch
@@ -142,9 +144,34 @@ def _normalised(value):
     return json.loads(json.dumps(value))
 
 
+def _dataset_difference(old: dict, new: dict) -> str | None:
+    """'dataset: ...' if the run resumed from was trained on other data than `new` reads, else None.
+
+    Compared by content digest (tu.dataset_identity), so a dataset that moved still resumes; a checkpoint from
+    before digests were recorded is compared by the dataset's absolute path."""
+    old_id, new_id = old.get("dataset_identity"), new.get("dataset_identity")
+    if not isinstance(new_id, dict):
+        return None
+    if isinstance(old_id, dict) and "digest" in old_id:
+        if old_id["digest"] == new_id["digest"]:
+            return None
+        return (
+            f"dataset: '{old_id.get('path')}' (content digest {old_id['digest'][:12]}) -> '{new_id['path']}' "
+            f"(content digest {new_id['digest'][:12]}): other data"
+        )
+    old_dir = old.get("dataset_dir")
+    if old_dir is not None and os.path.abspath(old_dir) != new_id["path"]:
+        return f"dataset: '{os.path.abspath(old_dir)}' -> '{new_id['path']}'"
+    return None
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
-    """`key: old -> new` for each resume-relevant setting that differs (the dataset location may move)."""
+    """`key: old -> new` for each resume-relevant setting that differs; the dataset by its identity (content
+    digest), so a moved dataset resumes and another one does not."""
     diffs = []
+    dataset_diff = _dataset_difference(old, new)
+    if dataset_diff is not None:
+        diffs.append(dataset_diff)
     for key in RESUME_KEYS:
         a, b = _normalised(old.get(key)), _normalised(new.get(key))
         if key == "dataset_kwargs" and isinstance(a, dict) and isinstance(b, dict):
@@ -210,10 +237,58 @@ def setup_and_train(phase: str, opts: dict, presets: dict, build_config) -> None
     c = build_config(opts, device, world_size)
     c.wandb_mode = tu.resolve_wandb_mode(opts.wandb)
     check_dataset(c.dataset_kwargs)
+    try:
+        c.dataset_identity = tu.dataset_identity(c.dataset_kwargs)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"--dataset: cannot read the partitions' listings ({e})") from None
+    shorten_cpu_samples(c, phase, device, announce=rank == 0)
+    desc = tu.run_desc(opts.dataset, opts.batch, opts.grad_accum, opts.gamma)
+    run_lock = None
+    if opts.resume == "auto" and rank == 0 and not opts.dry_run:
+        # A second copy of this command refuses at once instead of training into the same run directory.
+        latest = tu.find_latest_run_dir(opts.outdir, desc)
+        if latest is not None:
+            run_lock = _lock_run_dir(latest)
+    try:
+        _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock)
+    finally:
+        if run_lock is not None:
+            run_lock.release()
+
+
+def _lock_run_dir(run_dir: str):
+    try:
+        return tu.lock_run_dir(run_dir)
+    except tu.RunDirBusyError as e:
+        raise ConfigError(
+            f"{e}: another copy of this command is training there; wait for it to end, or pass --resume=none to start "
+            f"a separate run"
+        ) from None
+
+
+# On a CPU the sample videos written at start-up and at every snapshot are cut to this many frames (super-res
+# generation at the paper's size takes ~1.4 s per frame on 2 cores, so the paper's 256 frames took over 6 minutes
+# before the first step; 256 low-res frames take ~100 s).
+CPU_SAMPLE_FRAMES = dict(lres=32, sres=16)
+
+
+def shorten_cpu_samples(c: dnnlib.EasyDict, phase: str, device, announce: bool) -> None:
+    """Cuts `c.result_seq_length` to CPU_SAMPLE_FRAMES[phase] on a CPU, saying so."""
+    limit = CPU_SAMPLE_FRAMES[phase]
+    if device.type == "cpu" and c.result_seq_length > limit:
+        if announce:
+            print(
+                f"Note: on a CPU the sample videos get {limit} frames instead of the preset's {c.result_seq_length} "
+                f"(those would take minutes at start-up and at every snapshot)."
+            )
+        c.result_seq_length = limit
+
+
+def _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock) -> None:
+    """The rest of `setup_and_train`, with the newest matching run directory locked (`run_lock`) when there is one."""
     run_dir, resume_path, resume_data = resolve_run(opts, c, phase)
     c.resume_path = resume_path
     c.start_step = int(resume_data["step"]) if resume_data is not None else 0
-    desc = tu.run_desc(opts.dataset, opts.batch, opts.grad_accum, opts.gamma)
     if resume_data is not None and opts.resume == "auto" and resume_data["step"] >= c.total_steps:
         if rank == 0:
             print(
@@ -232,19 +307,31 @@ def setup_and_train(phase: str, opts: dict, presets: dict, build_config) -> None
     distributed.init(backend="gloo" if device.type == "cpu" else "nccl")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if run_dir is None and distributed.get_rank() == 0:
+    new_run = run_dir is None
+    if new_run and distributed.get_rank() == 0:
         run_dir = tu.get_next_run_dir(opts.outdir, desc)
     c.run_dir = distributed.broadcast_object(run_dir)
-    if distributed.get_rank() == 0:
-        os.makedirs(c.run_dir, exist_ok=True)
-        tu.atomic_write_text(json.dumps(c, indent=2), os.path.join(c.run_dir, "config.json"))
-    distributed.barrier()
-
-    from long_video_gan.training_loop import training_loop
-
+    new_run_lock = None
     try:
-        training_loop(**c, resume_data=resume_data)
+        if distributed.get_rank() == 0:
+            if new_run:
+                os.makedirs(c.run_dir, exist_ok=True)
+                new_run_lock = _lock_run_dir(c.run_dir)  # Refuses if a copy started at the same moment took it.
+            tu.atomic_write_text(json.dumps(c, indent=2), os.path.join(c.run_dir, "config.json"))
+        distributed.barrier()
+
+        from long_video_gan.training_loop import training_loop
+
+        try:
+            training_loop(**c, resume_data=resume_data)
+        except BaseException:
+            # A new run that failed before its first checkpoint leaves no run directory behind (the error was shown).
+            if new_run and new_run_lock is not None and tu.remove_run_dir_without_checkpoints(c.run_dir):
+                print(f"Removed {c.run_dir}: the run failed before its first checkpoint.", file=sys.stderr)
+            raise
     finally:
+        if new_run_lock is not None:
+            new_run_lock.release()
         distributed.shutdown()
 
 

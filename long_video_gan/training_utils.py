@@ -385,15 +385,87 @@ def find_latest_train_checkpoint(run_dir: str) -> tuple[str, int] | None:
 
 
 def check_writable_dir(path: str) -> None:
-    """Creates `path` if needed and checks that a file can be written in it; raises PermissionError otherwise."""
+    """Checks that `path` is a writable directory or can be made one (its nearest existing ancestor is a writable
+    directory), creating nothing; raises PermissionError otherwise."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write-test-{uuid.uuid4().hex}")
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(f"'{existing}' is not a directory")
+        probe = os.path.join(existing, f".write-test-{uuid.uuid4().hex}")
         with open(probe, "wb"):
             pass
         os.remove(probe)
     except OSError as e:
         raise PermissionError(f"output directory '{path}' is not writable: {e.strerror or e}") from None
+
+
+# A run directory is locked by the process that trains into it (rank 0), with a lock the kernel drops when that
+# process ends in any way (kill -9 included), so a second copy of the same command refuses at once.
+RUN_LOCK_NAME = ".run.lock"
+
+
+class RunDirBusyError(RuntimeError):
+    """Another live process trains into the run directory; the message names it."""
+
+
+def lock_run_dir(run_dir: str):
+    """Takes the run directory's lock and returns it (a `ProcessLock`; keep it until training ends), or raises
+    RunDirBusyError naming the run directory and the process that holds it."""
+    from torch_utils.process_lock import ProcessLock
+
+    lock = ProcessLock(os.path.join(run_dir, RUN_LOCK_NAME))
+    if not lock.try_acquire():
+        raise RunDirBusyError(f"run directory '{run_dir}' is in use by {lock.holder()}")
+    return lock
+
+
+def remove_run_dir_without_checkpoints(run_dir: str) -> bool:
+    """Deletes `run_dir` if it holds no checkpoint (a run that failed before its first one: config.json, log.txt,
+    sample videos and the lock file only); returns whether it did."""
+    if glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pkl")):
+        return False
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return not os.path.exists(run_dir)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Dataset identity, compared on resume like the other settings.
+
+
+def dataset_resolutions(dataset_kwargs: dict) -> list[tuple[int, int]]:
+    """The (height, width) pairs a training dataset reads: `height`/`width`, or `lr_*` and `hr_*`."""
+    pairs = []
+    for prefix in ("", "lr_", "hr_"):
+        if f"{prefix}height" in dataset_kwargs:
+            pairs.append((int(dataset_kwargs[f"{prefix}height"]), int(dataset_kwargs[f"{prefix}width"])))
+    return pairs
+
+
+def dataset_identity(dataset_kwargs: dict) -> dict:
+    """`{"path": absolute dataset root, "digest": sha256}` of the partitions a training run reads.
+
+    The digest covers, for each resolution directory read, every partition's name and every ZIP entry's name, size
+    and CRC-32 as listed in its central directory (frame_paths.json and every JPEG), so it changes with any frame's
+    content but costs no decompression (well under a second for a dataset of 100,000 frames).
+    """
+    import zipfile
+
+    from long_video_gan import dataset as dataset_module
+
+    root = dataset_kwargs["dataset_dir"]
+    digest = hashlib.sha256()
+    for height, width in dataset_resolutions(dataset_kwargs):
+        res_dir, partitions = dataset_module.find_partitions(root, height, width)
+        for zip_path in partitions:
+            digest.update(f"{res_dir.name}/{zip_path.name}\n".encode())
+            with zipfile.ZipFile(zip_path) as zf:
+                for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                    digest.update(f"{info.filename}\t{info.file_size}\t{info.CRC:08x}\n".encode())
+    return dict(path=os.path.abspath(root), digest=digest.hexdigest())
 
 
 # ----------------------------------------------------------------------------------------------------------------------

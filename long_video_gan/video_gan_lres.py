@@ -54,8 +54,12 @@ class LowResVideoGAN(VideoGAN):
             return video  # [N, C, T, H, W]
         if offsets is None:
             offsets = torch.randint(0, extra, [batch_size], device=video.device)  # Uniform in [0, extra - 1].
-        video = torch.stack([clip[:, o : o + self.seq_length] for clip, o in zip(video, offsets.tolist())])
-        return video  # [N, C, T, H, W]
+        # Each clip's frames offset .. offset + seq_length - 1, gathered on the device (reading the offsets on the host
+        # would make every step wait for the GPU).
+        N, C, _, H, W = video.shape
+        frames = offsets.to(torch.int64)[:, None] + torch.arange(self.seq_length, device=video.device)  # [N, T]
+        index = frames[:, None, :, None, None].expand(N, C, self.seq_length, H, W)
+        return torch.gather(video, 2, index)  # [N, C, T, H, W]
 
     def run_D(self, video: torch.Tensor) -> torch.Tensor:
         """DiffAugment, then temporal scale augmentation, then D (D zero-pads the frames to a square itself)."""
@@ -121,7 +125,10 @@ class LowResVideoGAN(VideoGAN):
             video_io.write_video_grid(segments, f"{path_stem}.mp4", gather=True)
 
     def summary_inputs(self) -> list:
-        video = torch.zeros([1, 3, self.seq_length, self.G.out_height, self.G.out_width], device=self.device)
+        # Random (not zero) input, so the summary's output statistics show what the layers do to a signal.
+        gen = torch.Generator(self.device).manual_seed(0)
+        shape = [1, 3, self.seq_length, self.G.out_height, self.G.out_width]
+        video = torch.randn(shape, generator=gen, device=self.device)
         return [("G", self.G, [1, self.seq_length]), ("D", self.D, [video])]
 
     def metric_dataset_kwargs(self, dataset_kwargs: dict) -> dict:

@@ -179,8 +179,10 @@ class SuperResVideoGAN(VideoGAN):
 
     def summary_inputs(self) -> list:
         G, D, c = self.G, self.D, self.temporal_context
-        lr = torch.zeros([1, 3, D.seq_length + 2 * c, G.lr_height, G.lr_width], device=self.device)
-        hr = torch.zeros([1, 3, D.seq_length, G.hr_height, G.hr_width], device=self.device)
+        # Random (not zero) input, so the summary's output statistics show what the layers do to a signal.
+        gen = torch.Generator(self.device).manual_seed(0)
+        lr = torch.randn([1, 3, D.seq_length + 2 * c, G.lr_height, G.lr_width], generator=gen, device=self.device)
+        hr = torch.randn([1, 3, D.seq_length, G.hr_height, G.hr_width], generator=gen, device=self.device)
         return [("G", G, [lr]), ("D", D, [self.centre(lr), hr])]
 
     def metric_dataset_kwargs(self, dataset_kwargs: dict) -> dict:

@@ -4,6 +4,10 @@ a 2-process gloo run, and the input errors reported before any work starts."""
 import json
 import os
 import pickle
+import shutil
+import subprocess
+import sys
+import time
 
 import imageio_ffmpeg
 import pytest
@@ -13,11 +17,12 @@ from click.testing import CliRunner
 import train_lres
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
-from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir
+from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir, train_env
 
 # Tiny networks, 2 clips per step, a status line every step, G-EMA and train pickles every 2 steps.
 FAST = [*TINY_CPU, "--batch", "2", "--grad-accum", "1", "--tick", "1", "--snap", "2", "--train-snap", "2"]
 SCRIPT = TrainScript(train_lres, FAST)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +76,14 @@ def test_tiny_run_writes_checkpoints_samples_and_logs(full_run):
         assert f'"{key}"' in config
     leftovers = [p for p in run_dir.rglob("*") if ".tmp" in p.name]
     assert leftovers == []
+
+
+def test_module_summaries_use_random_input(full_run):
+    """The start-up summaries' output statistics come from random input, not zeros (issue 19, item 12)."""
+    stdout = full_run[1]
+    d_summary = stdout[stdout.index("\nD:\n") :]
+    (row,) = [line.split() for line in d_summary.splitlines() if line.startswith("epilogue.linear_1 ")]
+    assert float(row[-1]) > 0  # max|x| of D's output logit
 
 
 def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
@@ -161,7 +174,74 @@ def test_dry_run_prints_config_only(dataset, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert '"seq_length": 16' in result.output and '"total_batch": 2' in result.output
-    assert not any(p.is_dir() for p in (tmp_path / "o").iterdir())
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resume and run directories (issue 19, items 4, 5 and 12).
+
+
+def test_auto_resume_refuses_another_dataset_and_follows_a_moved_one(full_run, dataset, tmp_path):
+    outdir = tmp_path / "runs"
+    shutil.copytree(full_run[0].parent, outdir)
+    before = sorted(p.name for p in outdir.iterdir())
+    # The same run name (same dataset directory name), other content.
+    other = make_tiny_dataset(tmp_path / "other", num_videos=3, num_frames=40, seed=1)
+    assert other.name == dataset.name
+    args = [*FAST, "--dataset", str(other), "--outdir", str(outdir), "--steps", "6"]
+    result = CliRunner().invoke(train_lres.main, args)
+    assert result.exit_code == 1, result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("Error: --resume: ") and "ckpt-00000004-train.pkl' was trained with other settings" in error
+    assert f"dataset: '{dataset}' (content digest " in error and f"-> '{other}' (content digest " in error
+    assert "other data" in error and "pass --resume=none to start a new run" in error
+    assert sorted(p.name for p in outdir.iterdir()) == before  # Nothing written, config.json untouched.
+    # The same data at another path resumes.
+    moved = tmp_path / "moved" / dataset.name
+    shutil.copytree(dataset, moved)
+    result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(moved), "--outdir", str(outdir), "--steps", "6", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert '"resume_path": "' in result.output and "ckpt-00000004-train.pkl" in result.output
+
+
+def test_second_copy_of_a_running_command_refuses(dataset, tmp_path):
+    outdir = tmp_path / "runs"
+    cmd = [sys.executable, str(train_lres.__file__), *FAST, "--dataset", str(dataset), "--outdir", str(outdir)]
+    first = subprocess.Popen([*cmd, "--steps", "1000"], cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(outdir.glob(f"*/{tu.RUN_LOCK_NAME}")):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        run_dir = only_run_dir(outdir)
+        start = time.monotonic()
+        second = subprocess.run(
+            [*cmd, "--steps", "1000"], cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"Error: run directory '{run_dir}' is in use by pid {first.pid} on " in second.stderr
+        assert "--resume=none" in second.stderr and time.monotonic() - start < 60
+        assert only_run_dir(outdir) == run_dir
+    finally:
+        first.kill()  # SIGKILL: the lock goes with the process.
+        first.wait()
+    tu.lock_run_dir(str(run_dir)).release()
+
+
+def test_failed_new_run_leaves_no_run_dir(dataset, tmp_path, monkeypatch):
+    from long_video_gan import training_loop
+
+    def fail_before_first_checkpoint(run_dir, **kwargs):
+        os.makedirs(os.path.join(run_dir, "samples"))
+        (tmp_path / "seen").write_text(run_dir)
+        raise RuntimeError("simulated failure at start-up")
+
+    monkeypatch.setattr(training_loop, "training_loop", fail_before_first_checkpoint)
+    outdir = tmp_path / "runs"
+    result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(outdir)])
+    assert isinstance(result.exception, RuntimeError) and (tmp_path / "seen").exists()
+    assert "the run failed before its first checkpoint" in result.output
+    assert list(outdir.iterdir()) == []
 
 
 def test_help_lists_paper_defaults():

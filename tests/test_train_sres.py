@@ -156,6 +156,16 @@ def test_tiny_presets_chain(tmp_path):
     assert chunk.video.shape == (1, 3, 2, *HR)
 
 
+def test_paper_preset_on_cpu_shortens_sample_videos(dataset, tmp_path):
+    """The paper preset's 256-frame samples took over 6 minutes on a CPU before the first step (issue 19, item 8)."""
+    outdir = tmp_path / "o"
+    args = ["--dataset", str(dataset), "--outdir", str(outdir), "--device", "cpu", "--wandb", "off", "--dry-run"]
+    result = CliRunner().invoke(train_sres.main, args)
+    assert result.exit_code == 0, result.output
+    assert "Note: on a CPU the sample videos get 16 frames instead of the preset's 256" in result.output
+    assert '"result_seq_length": 16' in result.output and not outdir.exists()
+
+
 def test_paper_preset_metric_default():
     result = CliRunner().invoke(train_sres.main, ["--help"])
     assert result.exit_code == 0 and "runs/sres" in result.output and "[paper: fvd2048_16f]" in result.output

@@ -115,11 +115,66 @@ def test_find_latest_train_checkpoint(tmp_path):
 
 def test_check_writable_dir(tmp_path):
     tu.check_writable_dir(str(tmp_path / "a" / "b"))
-    assert os.listdir(tmp_path / "a" / "b") == []
+    assert os.listdir(tmp_path) == []  # Checked, nothing created (a failed run leaves no empty directories).
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="file/runs"):
         tu.check_writable_dir(str(blocker / "runs"))
+
+
+def test_run_dir_lock_names_holder_and_dies_with_it(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "00000-run"
+    run_dir.mkdir()
+    script = (
+        "import sys, time\n"
+        "from long_video_gan import training_utils as tu\n"
+        "lock = tu.lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(60)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(tu.RunDirBusyError, match=f"run directory '{run_dir}' is in use by pid {holder.pid} on "):
+            tu.lock_run_dir(str(run_dir))
+    finally:
+        holder.kill()  # SIGKILL
+        holder.wait()
+    tu.lock_run_dir(str(run_dir)).release()
+
+
+def test_remove_run_dir_without_checkpoints(tmp_path):
+    failed = tmp_path / "00000-a"
+    (failed / "samples").mkdir(parents=True)
+    (failed / "checkpoints").mkdir()
+    (failed / "config.json").write_text("{}")
+    assert tu.remove_run_dir_without_checkpoints(str(failed)) and not failed.exists()
+    kept = tmp_path / "00001-a"
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "checkpoints" / "ckpt-00000000-train.pkl").write_bytes(b"")
+    assert not tu.remove_run_dir_without_checkpoints(str(kept)) and kept.exists()
+
+
+def test_dataset_identity_follows_content_not_location(tmp_path):
+    import shutil
+
+    from tests.data_utils import make_tiny_dataset
+
+    a = make_tiny_dataset(tmp_path / "a", num_videos=2, num_frames=6, resolutions=((36, 64),))
+    kwargs = dict(dataset_dir=str(a), height=36, width=64)
+    first = tu.dataset_identity(kwargs)
+    assert first == dict(path=os.path.abspath(a), digest=first["digest"]) and len(first["digest"]) == 64
+    moved = tmp_path / "moved"
+    shutil.copytree(a, moved)
+    assert tu.dataset_identity(dict(kwargs, dataset_dir=str(moved)))["digest"] == first["digest"]
+    other = make_tiny_dataset(tmp_path / "b", num_videos=2, num_frames=6, resolutions=((36, 64),), seed=1)
+    assert tu.dataset_identity(dict(kwargs, dataset_dir=str(other)))["digest"] != first["digest"]
+    assert tu.dataset_resolutions(dict(lr_height=36, lr_width=64, hr_height=144, hr_width=256)) == [
+        (36, 64),
+        (144, 256),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
