@@ -195,11 +195,10 @@ def main(out_path, dataset_dir, lres_path, sres_path, max_separation, num_sample
     if sres_path is not None:
         print(f'Loading super-res generator from "{sres_path}"...')
         G_sres = _load("--sres", sres_path, device, "sres")
-        if (int(G_sres.lr_height), int(G_sres.lr_width)) != (height, width):
-            raise click.ClickException(
-                f"--sres: expects {G_sres.lr_height}x{G_sres.lr_width} low-res input, but --lres outputs "
-                f"{height}x{width}"
-            )
+        try:
+            api.check_generator_pair(G_lres, G_sres)
+        except ValueError as err:
+            raise click.ClickException(f"--sres: {err}") from err
         height, width = int(G_sres.hr_height), int(G_sres.hr_width)
     num_frames = max_separation + 1
     try:

@@ -168,4 +168,8 @@ def test_errors_name_the_option(setup, tmp_path):
     assert result.exit_code != 0 and "--dataset" in result.output
     result = run("--path", tmp_path / "plot.png", *base[:2], "--lres", setup["sres"])
     assert result.exit_code != 0 and "--lres:" in result.output and "super-res" in result.output
+    other_lres = setup["tmp"] / "lres_36x64.pkl"
+    persistence.save(generator_lres.VideoGenerator(**generator_lres.TINY_KWARGS), other_lres)
+    result = run("--path", tmp_path / "plot.png", *base[:2], "--lres", other_lres, "--sres", setup["sres"])
+    assert result.exit_code != 0 and "--sres: the super-res generator takes 9x16" in result.output
     assert not (tmp_path / "plot.png").exists()
