@@ -226,8 +226,9 @@ def convert_partition(
         )
     short = sum(1 for n in lengths if 0 < n < LOW_RES_CLIP_FRAMES)
     if short > 0 and progress:
+        has = "has" if short == 1 else "have"
         warn(
-            f"{short} of {len(tasks) - failed} clips have fewer than {LOW_RES_CLIP_FRAMES} frames, the low-res "
+            f"{short} of {len(tasks) - failed} clips {has} fewer than {LOW_RES_CLIP_FRAMES} frames, the low-res "
             f"training phase's clip length; that phase will skip them"
         )
     if progress:

@@ -202,9 +202,10 @@ def _warn_short_clips(all_clips: list, kept: int, res_dir: str, frames: int, wha
     dropped = len(all_clips) - kept
     if dropped > 0:
         shortest = min(c[2] for c in all_clips)
+        has, are = ("has", "is") if dropped == 1 else ("have", "are")
         warnings.warn(
-            f"{dropped} of {len(all_clips)} clips in {res_dir!r} have fewer than the {frames} frames {what} "
-            f"(the shortest has {shortest}) and are skipped",
+            f"{dropped} of {len(all_clips)} clips in {res_dir!r} {has} fewer than the {frames} frames {what} "
+            f"(the shortest has {shortest}) and {are} skipped",
             UserWarning,
             stacklevel=3,
         )

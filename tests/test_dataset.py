@@ -336,7 +336,7 @@ def test_short_clips_are_counted_in_a_warning(tmp_path):
     root = make_tiny_dataset(tmp_path, num_videos=3, num_frames=[10, 30, 12])
     with pytest.warns(UserWarning, match=r"2 of 3 clips in '.*0036x0064' have fewer than the 16 frames needed"):
         assert len(VideoDataset(root, seq_length=16, height=36, width=64)) == 1
-    with pytest.warns(UserWarning, match=r"1 of 3 clips .* fewer than the 11 frames of one window"):
+    with pytest.warns(UserWarning, match=r"1 of 3 clips .* has fewer than the 11 frames of one window"):
         VideoDatasetPerImage(root, height=36, width=64, seq_length=11)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Nothing dropped, nothing said.
