@@ -10,6 +10,7 @@ import plot_color_similarity
 from long_video_gan import api, export, generator_lres, generator_sres
 from long_video_gan import color_similarity as cs
 from tests.data_utils import make_tiny_dataset
+from tests.test_export import no_unpickling
 from torch_utils import persistence
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
@@ -113,6 +114,7 @@ def setup(tmp_path_factory):
     persistence.save(G_lres, tmp / "lres.pkl")
     persistence.save(G_sres, tmp / "sres.pkl")
     export.export(str(tmp / "sres.pkl"), str(tmp / "sres.safetensors"))
+    export.export(str(tmp / "lres.pkl"), str(tmp / "lres.safetensors"))
     return dict(tmp=tmp, root=str(root), lres=str(tmp / "lres.pkl"), sres=str(tmp / "sres.safetensors"), G=G_lres)
 
 
@@ -129,13 +131,17 @@ def test_help_lists_the_original_options():
 
 
 def test_plot_with_sres_png_and_lres_only_pdf(setup, tmp_path):
-    common = ["--dataset", setup["root"], "--lres", setup["lres"], "--samples", 3, "--batch", 2, "--device", "cpu"]
-    result = run("--path", tmp_path / "plots" / "sres.png", "--sres", setup["sres"], "--len", 3, *common)
+    common = ["--dataset", setup["root"], "--samples", 3, "--batch", 2, "--device", "cpu"]
+    lres_st = setup["tmp"] / "lres.safetensors"
+    with no_unpickling():  # Both generators from .safetensors files.
+        result = run(
+            "--path", tmp_path / "plots" / "sres.png", "--lres", lres_st, "--sres", setup["sres"], "--len", 3, *common
+        )
     assert result.exit_code == 0, result.output
     assert "36x64" in result.output  # Real clips at the super-res output size.
     with Image.open(tmp_path / "plots" / "sres.png") as image:
         assert image.format == "PNG" and image.size[0] > 300
-    result = run("--path", tmp_path / "lres.pdf", "--len", 10, *common)
+    result = run("--path", tmp_path / "lres.pdf", "--lres", setup["lres"], "--len", 10, *common)
     assert result.exit_code == 0, result.output
     assert "9x16" in result.output and "Saved" in result.output
     assert (tmp_path / "lres.pdf").read_bytes().startswith(b"%PDF")
