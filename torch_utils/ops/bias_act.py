@@ -236,7 +236,7 @@ def _cuda_supported(x, b) -> bool:
     return b is None or (b.dtype == x.dtype and b.device == x.device)
 
 
-def _self_check(device, dtype):
+def _self_check(device, dtype, errors=None):
     """Compare the kernel with the reference path on a small input of `device` and `dtype` (kernel_check.py): lrelu
     and tanh with a bias, gain and a clamp that some values reach; forward and the gradients of x and b."""
     g = torch.Generator().manual_seed(1)
@@ -245,7 +245,11 @@ def _self_check(device, dtype):
     for act in ("lrelu", "tanh"):
         kwargs = dict(dim=1, act=act, gain=1.5, clamp=1.25)
         problem = kernel_check.compare(
-            lambda x, b: _bias_act_cuda(**kwargs).apply(x, b), lambda x, b: _bias_act_ref(x, b, **kwargs), [x, b], dtype
+            lambda x, b: _bias_act_cuda(**kwargs).apply(x, b),
+            lambda x, b: _bias_act_ref(x, b, **kwargs),
+            [x, b],
+            dtype,
+            errors=errors,
         )
         if problem is not None:
             return f"act={act}: {problem}"

@@ -187,7 +187,7 @@ def _filtered_lrelu_ref(
     return x
 
 
-def _self_check(device, dtype):
+def _self_check(device, dtype, errors=None):
     """Compare the kernel with the reference path on a small input of `device` and `dtype` (kernel_check.py): a
     synthesis-layer-like call (bias, 1-D filters, up 2, down 2, asymmetric padding, a clamp some values reach);
     forward and the gradients of x and b."""
@@ -202,6 +202,7 @@ def _self_check(device, dtype):
         lambda x, b: _filtered_lrelu_ref(x, fu.double(), fd.double(), b, **kwargs),
         [x, b],
         dtype,
+        errors=errors,
     )
 
 

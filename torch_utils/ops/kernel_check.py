@@ -25,7 +25,7 @@ TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 4e-3, torc
 
 def _is_fake(x: torch.Tensor) -> bool:
     """True for tensors without data (meta, or FakeTensorMode's fakes): nothing can be compared on them."""
-    if x.device.type == "meta":
+    if x.is_meta:  # (Not x.device: torch_utils/fake_cuda.py makes meta tensors report "cuda".)
         return True
     from torch._subclasses.fake_tensor import is_fake
 
@@ -41,15 +41,18 @@ def max_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return ((got - expected).abs().max().item() if got.numel() else 0.0) / scale
 
 
-def compare(kernel_fn, ref_fn, inputs: list, dtype: torch.dtype, seed: int = 0) -> str | None:
+def compare(kernel_fn, ref_fn, inputs: list, dtype: torch.dtype, seed: int = 0, errors: list | None = None):
     """Run `kernel_fn(*inputs)` and `ref_fn` on float64 copies of the inputs; compare the outputs and the gradients of
-    `sum(y * dy)` for the inputs that require grad. Returns None when they agree, else what disagreed."""
+    `sum(y * dy)` for the inputs that require grad. Returns None when they agree, else what disagreed. Each relative
+    error (`max_error`) is also appended to `errors` when given (benchmarks/gpu_check.py reports them)."""
     tol = TOLERANCE.get(dtype, 1e-4)
+    errors = [] if errors is None else errors
     with torch.inference_mode(False), torch.enable_grad():
         wide = [None if t is None else t.detach().double().requires_grad_(t.requires_grad) for t in inputs]
         y = kernel_fn(*inputs)
         y_ref = ref_fn(*wide)
         err = max_error(y, y_ref)
+        errors.append(err)
         if not err <= tol:
             return f"forward error {err:.3g} > {tol:g}"
         g = torch.Generator().manual_seed(seed)
@@ -59,6 +62,7 @@ def compare(kernel_fn, ref_fn, inputs: list, dtype: torch.dtype, seed: int = 0) 
         expected = torch.autograd.grad(y_ref, [wide[i] for i in wrt], dy.to(y_ref.device))
         for i, a, b in zip(wrt, got, expected):
             err = max_error(a, b)
+            errors.append(err)
             if not err <= tol:
                 return f"gradient of input {i}: error {err:.3g} > {tol:g}"
     return None

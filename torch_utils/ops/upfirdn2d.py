@@ -233,7 +233,7 @@ def upfirdn2d(
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
-def _self_check(device, dtype):
+def _self_check(device, dtype, errors=None):
     """Compare the kernel with the reference path on a small input of `device` and `dtype` (kernel_check.py): a
     separable up-sampling and a 2-D filter with decimation, asymmetric taps and padding; forward and the x gradient."""
     g = torch.Generator().manual_seed(2)
@@ -247,6 +247,7 @@ def _self_check(device, dtype):
             lambda x: _upfirdn2d_ref(x, f.double(), **kwargs),
             [x],
             dtype,
+            errors=errors,
         )
         if problem is not None:
             return f"{f.ndim}-D filter {kwargs}: {problem}"
