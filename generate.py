@@ -213,6 +213,9 @@ def main(
     except ValueError as err:
         raise click.ClickException(f"--sres: {err}") from err
 
+    if device.type == "cpu" and fast_cpu.is_enabled():
+        fast_cpu._init()  # Build or load the CPU kernels now, so a first-use compile message is not inside the bar.
+
     created = _make_outdir(outdir)
     try:
         for seed in seeds:

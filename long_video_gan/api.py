@@ -107,8 +107,18 @@ def load_generator(
 
 
 def check_generator_pair(G_lres: torch.nn.Module, G_sres: torch.nn.Module | None) -> None:
-    """Raise ValueError (one line) unless `G_sres` takes what `G_lres` makes: its low-res input size and channels
-    equal the low-res output's. Checked before any generation (a mismatch otherwise fails deep inside G_sres)."""
+    """Raise ValueError (one line) unless `G_lres` is a low-res generator, `G_sres` None or a super-res one, and
+    `G_sres` takes what `G_lres` makes (its low-res input size and channels equal the low-res output's). Checked
+    before any generation: either mistake otherwise fails deep inside the networks (`load_generator` without `phase`
+    loads either kind)."""
+    for name, G, phase in [("G_lres", G_lres, "lres"), ("G_sres", G_sres, "sres")]:
+        found = detect_phase(G) if G is not None else phase
+        if found != phase:
+            what = f"a {PHASE_NAMES[found]} generator" if found else f"a {type(G).__name__}"
+            raise ValueError(
+                f"{name} must be a {PHASE_NAMES[phase]} generator, got {what} "
+                f"(load it with api.load_generator(..., phase={phase!r}) to have this checked on load)"
+            )
     if G_sres is None:
         return
     out_size = (int(G_lres.out_height), int(G_lres.out_width))

@@ -229,3 +229,16 @@ def test_failed_generation_leaves_no_empty_outdir(tmp_path, pickles, monkeypatch
     with pytest.raises(RuntimeError, match="out of memory"):
         run(f"--outdir={existing}", "--seed=0", f"--lres={pickles['lres']}", "--len=3")
     assert existing.is_dir()  # A directory the user made stays.
+
+
+def test_api_refuses_swapped_phases_in_one_line(pickles):
+    """load_generator without `phase` loads either kind; the generation API then names the mistake (it used to fail
+    deep inside with an AttributeError)."""
+    G_sres = api.load_generator(pickles["sres"])  # No phase: accepted, as documented.
+    G_lres = api.load_generator(pickles["lres"])
+    with pytest.raises(ValueError, match=r"^G_lres must be a low-res generator, got a super-res generator \(load it"):
+        next(api.iter_video_frames(G_sres, seed=0, num_frames=2))
+    with pytest.raises(ValueError, match="^G_sres must be a super-res generator, got a low-res generator"):
+        api.iter_video_chunks(G_lres, G_lres, num_frames=2)
+    with pytest.raises(ValueError, match="^G_lres must be a low-res generator, got a Linear"):
+        api.iter_video_chunks(torch.nn.Linear(1, 1), None, num_frames=2)
