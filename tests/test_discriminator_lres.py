@@ -1,6 +1,5 @@
 """Tests of the low-res video discriminator (long_video_gan/discriminator_lres.py)."""
 
-import os
 import pickle
 
 import pytest
@@ -14,10 +13,7 @@ from long_video_gan.discriminator_lres import (
     Downsample3d,
     VideoDiscriminator,
 )
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STATE_DICTS = os.path.join(REPO_ROOT, "..", "shared", "reference", "state_dicts")
-
+from tests.reference_data import read_state_dict_table, state_dict_layout
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
@@ -32,15 +28,9 @@ def _video(seed: int, n: int = 2, t: int = 16) -> torch.Tensor:
 
 
 def test_default_state_dict_matches_reference():
-    path = os.path.join(STATE_DICTS, "lres_D.tsv")
-    if not os.path.isfile(path):
-        pytest.skip(f"reference state-dict listing {path} not found (shared dir absent)")
-    with open(path) as f:
-        reference = [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]
     torch.manual_seed(0)
     D = VideoDiscriminator(seq_length=128, max_edge=64)
-    ours = [(k, str(tuple(v.shape)), str(v.dtype)) for k, v in D.state_dict().items()]
-    assert ours == reference
+    assert state_dict_layout(D) == read_state_dict_table("lres_D.tsv")
     assert sum(p.numel() for p in D.parameters()) == 46_424_609
     assert D.spatail_scale == 16 and D.temporal_scale == 8 and D.epilogue.in_seq_length == 16
     assert [(b.spatial_down, b.temporal_down) for b in D.blocks] == [(True, False)] + [(True, True)] * 3

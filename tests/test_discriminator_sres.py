@@ -4,7 +4,6 @@ the ADA pipe)."""
 
 import copy
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,18 +11,10 @@ import torch.nn.functional as F
 
 from long_video_gan import augment, discriminator_sres
 from long_video_gan.discriminator_sres import TINY_KWARGS, VideoDiscriminator
+from tests.reference_data import read_state_dict_table, state_dict_layout
 from torch_utils.ops import grid_sample_gradfix
 
-STATE_DICTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "state_dicts"
-
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def read_tsv(name: str) -> list[tuple[str, str, str]]:
-    path = STATE_DICTS / name
-    if not path.is_file():
-        pytest.skip(f"reference state dict list {path} is absent")
-    return [tuple(line.split("\t")) for line in path.read_text().splitlines() if line.strip()]
 
 
 def tiny_D(seed: int = 0, **kwargs) -> VideoDiscriminator:
@@ -50,8 +41,7 @@ def clips(batch_size: int = 2, seed: int = 0, hr=(36, 64), lr=(9, 16), frames: i
 def test_default_state_dict_matches_reference():
     torch.manual_seed(0)
     D = VideoDiscriminator()
-    layout = [(k, str(tuple(v.shape)), str(v.dtype)) for k, v in D.state_dict().items()]
-    assert layout == read_tsv("sres_D.tsv")
+    assert state_dict_layout(D) == read_state_dict_table("sres_D.tsv")
     assert sum(p.numel() for p in D.parameters()) == 23_997_825
     assert D.block_resolutions == [256, 128, 64, 32, 16, 8]
     assert [getattr(D, f"b{r}").use_fp16 for r in D.block_resolutions] == [True] * 4 + [False] * 2

@@ -27,9 +27,9 @@ from long_video_gan.generator_lres import (
     VideoGenerator,
     temporal_modulated_conv3d,
 )
+from tests.reference_data import read_state_dict_table, state_dict_layout
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STATE_DICTS = os.path.join(REPO_ROOT, "..", "shared", "reference", "state_dicts")
 
 
 def _tiny_G(seed: int = 0, **overrides) -> VideoGenerator:
@@ -39,14 +39,6 @@ def _tiny_G(seed: int = 0, **overrides) -> VideoGenerator:
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _read_tsv(name: str) -> list:
-    path = os.path.join(STATE_DICTS, name)
-    if not os.path.isfile(path):
-        pytest.skip(f"reference state-dict listing {path} not found (shared dir absent)")
-    with open(path) as f:
-        return [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
@@ -63,9 +55,7 @@ def default_G():
 
 
 def test_default_state_dict_matches_reference(default_G):
-    reference = _read_tsv("lres_G.tsv")
-    ours = [(k, str(tuple(v.shape)), str(v.dtype)) for k, v in default_G.state_dict().items()]
-    assert ours == reference
+    assert state_dict_layout(default_G) == read_state_dict_table("lres_G.tsv")
     assert sum(p.numel() for p in default_G.parameters()) == 83_215_939
     # The original's weights load strictly.
     default_G.load_state_dict({k: v.clone() for k, v in default_G.state_dict().items()}, strict=True)

@@ -4,7 +4,6 @@ dict, the 144x256 layer table of SPEC §2.6, and properties of a tiny configurat
 import contextlib
 import copy
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,21 +12,9 @@ import torch
 
 from long_video_gan import generator_sres
 from long_video_gan.generator_sres import TINY_KWARGS, VideoGenerator
-
-STATE_DICTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "state_dicts"
+from tests.reference_data import read_state_dict_table, state_dict_layout
 
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def read_tsv(name: str) -> list[tuple[str, str, str]]:
-    path = STATE_DICTS / name
-    if not path.is_file():
-        pytest.skip(f"reference state dict list {path} is absent")
-    return [tuple(line.split("\t")) for line in path.read_text().splitlines() if line.strip()]
-
-
-def layout(module: torch.nn.Module) -> list[tuple[str, str, str]]:
-    return [(k, str(tuple(v.shape)), str(v.dtype)) for k, v in module.state_dict().items()]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +48,7 @@ def gen(seed: int) -> torch.Generator:
 
 
 def test_default_state_dict_matches_reference(default_G):
-    assert layout(default_G) == read_tsv("sres_G.tsv")
+    assert state_dict_layout(default_G) == read_state_dict_table("sres_G.tsv")
     assert sum(p.numel() for p in default_G.parameters()) == 27_169_940
 
 
