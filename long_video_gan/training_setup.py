@@ -312,6 +312,7 @@ def _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock) -> Non
         run_dir = tu.get_next_run_dir(opts.outdir, desc)
     c.run_dir = distributed.broadcast_object(run_dir)
     new_run_lock = None
+    outdir_existed = os.path.isdir(opts.outdir)
     try:
         if distributed.get_rank() == 0:
             if new_run:
@@ -328,6 +329,11 @@ def _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock) -> Non
             # A new run that failed before its first checkpoint leaves no run directory behind (the error was shown).
             if new_run and new_run_lock is not None and tu.remove_run_dir_without_checkpoints(c.run_dir):
                 print(f"Removed {c.run_dir}: the run failed before its first checkpoint.", file=sys.stderr)
+                if not outdir_existed:
+                    try:
+                        os.rmdir(opts.outdir)  # Made for this run only; removed only if nothing else is there.
+                    except OSError:
+                        pass
             raise
     finally:
         if new_run_lock is not None:

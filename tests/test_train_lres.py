@@ -241,7 +241,10 @@ def test_failed_new_run_leaves_no_run_dir(dataset, tmp_path, monkeypatch):
     result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(outdir)])
     assert isinstance(result.exception, RuntimeError) and (tmp_path / "seen").exists()
     assert "the run failed before its first checkpoint" in result.output
-    assert list(outdir.iterdir()) == []
+    assert not outdir.exists()  # --outdir did not exist before this run, so it goes too.
+    outdir.mkdir()
+    result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(outdir)])
+    assert isinstance(result.exception, RuntimeError) and list(outdir.iterdir()) == []  # The user's outdir stays.
 
 
 def test_help_lists_paper_defaults():
