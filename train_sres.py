@@ -157,9 +157,7 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
 
 
 @click.command()
-@training_setup.common_options(
-    "sres", PRESETS, dataset_help="Dataset root (holds 0036x0064/ and 0144x0256/)."
-)
+@training_setup.common_options("sres", PRESETS, dataset_help="Dataset root (holds 0036x0064/ and 0144x0256/).")
 def main(**kwargs):
     """Train the super-resolution LongVideoGAN generator on real low-res / high-res clip pairs.
 

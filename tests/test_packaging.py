@@ -57,7 +57,9 @@ def test_installed_code_runs_from_another_directory(installed, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(installed / "long_video_gan" / "__init__.py")
     script = installed / "bin" / "long-video-gan-generate"
-    proc = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0 and "Usage: long-video-gan-generate [OPTIONS]" in proc.stdout, proc.stderr
     proc = subprocess.run(
         [sys.executable, "-m", "dataset_tools.info", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True

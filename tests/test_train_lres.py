@@ -199,7 +199,9 @@ def test_auto_resume_refuses_another_dataset_and_follows_a_moved_one(full_run, d
     # The same data at another path resumes.
     moved = tmp_path / "moved" / dataset.name
     shutil.copytree(dataset, moved)
-    result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(moved), "--outdir", str(outdir), "--steps", "6", "--dry-run"])
+    result = CliRunner().invoke(
+        train_lres.main, [*FAST, "--dataset", str(moved), "--outdir", str(outdir), "--steps", "6", "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert '"resume_path": "' in result.output and "ckpt-00000004-train.pkl" in result.output
 

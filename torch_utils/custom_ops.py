@@ -215,7 +215,7 @@ def _remove_stale_torch_baton(build_dir: str, module_name: str) -> None:
     if os.path.exists(baton):
         if verbosity != "none":
             print(
-                f'custom_ops: removing stale build lock {baton} (left by a process that stopped while building plugin '
+                f"custom_ops: removing stale build lock {baton} (left by a process that stopped while building plugin "
                 f'"{module_name}")',
                 flush=True,
             )
