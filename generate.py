@@ -95,7 +95,14 @@ def _load(option: str, path: str, device: torch.device, phase: str) -> torch.nn.
 @click.option(
     "--seeds", "--seed", "seeds", type=str, required=True, help="Random seed(s): 3, 1-4 or 1,5,7-9. One video per seed."
 )
-@click.option("--lres", "lres_path", type=str, required=True, help="Low-res generator .pkl/.safetensors: path or URL.")
+@click.option(
+    "--lres",
+    "lres_path",
+    type=str,
+    default=None,
+    help="Low-res generator .pkl/.safetensors: path or URL. Default: the bundled demo models (low-res, and super-res "
+    "unless --sres is given; long_video_gan/pretrained/README.md).",
+)
 @click.option("--sres", "sres_path", type=str, default=None, help="Super-res generator .pkl/.safetensors: path or URL.")
 @click.option("--len", "num_frames", type=int, default=301, show_default=True, help="Video length in frames.")
 @click.option(
@@ -164,6 +171,7 @@ def main(
     \b
     Examples:
       python generate.py --outdir=out --seed=0 --lres=horseback_lres.pkl --sres=horseback_sres.pkl --len=301
+      python generate.py --outdir=out --seed=0 --len=301  # the bundled demo models
       python generate.py --outdir=out --seeds=0-3 --lres=horseback_lres.pkl --len=1000 -i 0 -i -1
       python generate.py --outdir=out --seed=0 --lres=horseback_lres.pkl --sres=horseback_sres.pkl \\
           --save-lres=True --len=10000 --device=cpu
@@ -200,6 +208,14 @@ def main(
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
 
+    if lres_path is None:  # The bundled demo models (long_video_gan/pretrained/).
+        from long_video_gan import demo
+
+        lres_path = demo.bundled_model_path("lres")
+        if lres_path is None:
+            raise click.ClickException("--lres: not given, and no bundled low-res model in long_video_gan/pretrained/")
+        if sres_path is None:
+            sres_path = demo.bundled_model_path("sres")
     print(f'Loading low-res generator from "{lres_path}"...')
     G_lres = _load("--lres", lres_path, device, "lres")
     G_sres = None

@@ -1,8 +1,11 @@
-"""`make demo`: generate a short LongVideoGAN (Brooks et al., NeurIPS 2022) video with the bundled tiny model.
+"""`make demo`: generate a long LongVideoGAN (Brooks et al., NeurIPS 2022) video with the bundled demo models.
 
-Run as `python -m long_video_gan.demo --outdir outputs/demo`. Uses `long_video_gan/pretrained/tiny_lres.pkl` (and
-`tiny_sres.pkl`) when bundled; otherwise it builds randomly initialised tiny networks, says so, and still goes
-through the same generation code as generate.py (long_video_gan.api.generate_video_files).
+Run as `python -m long_video_gan.demo --outdir outputs/demo`. The models are the G_ema snapshots in
+`long_video_gan/pretrained/` (how they were trained: pretrained/README.md): a low-res generator (36x64) and, where
+bundled, a super-res generator (36x64 -> 144x256). With both, the demo writes a 144x256 video of `--len` frames, the
+low-res video it was made from and a few frames as PNG; with only a low-res model, the low-res video and its frames.
+There is no fallback to untrained networks: a missing low-res model is an error, a missing super-res model means no
+super-res video. `generate.py` without `--lres` uses the same models (`bundled_model_path`).
 """
 
 import os
@@ -11,58 +14,61 @@ import time
 import click
 import torch
 
-from long_video_gan import api, generator_lres, generator_sres
+from long_video_gan import api
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
-LRES_PKL = os.path.join(PRETRAINED_DIR, "tiny_lres.pkl")
-SRES_PKL = os.path.join(PRETRAINED_DIR, "tiny_sres.pkl")
+
+# Bundled files per phase, in order of preference: the demo models (safetensors, which load without unpickling, then
+# pickle), then the older tiny low-res model.
+BUNDLED_NAMES = dict(
+    lres=("demo_lres.safetensors", "demo_lres.pkl", "tiny_lres.pkl"),
+    sres=("demo_sres.safetensors", "demo_sres.pkl"),
+)
 
 # ----------------------------------------------------------------------------
 
 
-def _random_lres(seed: int, device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return generator_lres.VideoGenerator(**generator_lres.TINY_KWARGS).eval().requires_grad_(False).to(device)
+def bundled_model_path(phase: str, pretrained_dir: str | None = None) -> str | None:
+    """Path of the bundled generator of `phase` ('lres' or 'sres') in `pretrained_dir` (default: PRETRAINED_DIR), or
+    None if none is bundled."""
+    pretrained_dir = pretrained_dir or PRETRAINED_DIR
+    if phase not in BUNDLED_NAMES:
+        raise ValueError(f"phase must be one of {tuple(BUNDLED_NAMES)}, got {phase!r}")
+    for name in BUNDLED_NAMES[phase]:
+        path = os.path.join(pretrained_dir, name)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
-def _random_sres(G_lres: torch.nn.Module, seed: int, device: torch.device) -> torch.nn.Module | None:
-    """A random tiny super-res G whose input size is the low-res output (×4 up), or None if that config fails."""
-    height, width = G_lres.out_height, G_lres.out_width
-    kwargs = dict(
-        generator_sres.TINY_KWARGS, lr_height=height, lr_width=width, hr_height=4 * height, hr_width=4 * width
-    )
-    kwargs["channel_base"] = max(kwargs.get("channel_base", 0), 1024)  # Enough channels for the 144×256 ladder.
-    torch.manual_seed(seed)
-    try:
-        return generator_sres.VideoGenerator(**kwargs).eval().requires_grad_(False).to(device)
-    except ValueError as err:
-        print(f"Skipping the super-res part: no tiny super-res config for {height}x{width} ({err}).")
-        return None
-
-
-def load_demo_models(device: torch.device, with_sres: bool) -> tuple[torch.nn.Module, torch.nn.Module | None, bool]:
-    """(G_lres, G_sres or None, trained?) from the bundled pickles, else random tiny networks."""
-    if os.path.isfile(LRES_PKL):
-        print(f"Loading the bundled tiny low-res model {LRES_PKL}")
-        G_lres = api.load_generator(LRES_PKL, device=device, phase="lres")
-        trained = True
-    else:
-        print("No bundled model found (long_video_gan/pretrained/tiny_lres.pkl): using an UNTRAINED, randomly")
-        print("initialised tiny generator. The video shows the generation pipeline, not learned content.")
-        G_lres = _random_lres(0, device)
-        trained = False
+def load_demo_models(
+    device: torch.device, with_sres: bool = True, pretrained_dir: str | None = None
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """(G_lres, G_sres or None) from the bundled files; G_sres is None without `with_sres` or a bundled file."""
+    pretrained_dir = pretrained_dir or PRETRAINED_DIR
+    lres_path = bundled_model_path("lres", pretrained_dir)
+    if lres_path is None:
+        names = ", ".join(BUNDLED_NAMES["lres"])
+        raise click.ClickException(f"no bundled low-res model in {pretrained_dir} (expected one of {names})")
+    print(f"Loading the bundled low-res model {lres_path}")
+    G_lres = api.load_generator(lres_path, device=device, phase="lres")
     G_sres = None
     if with_sres:
-        if os.path.isfile(SRES_PKL):
-            print(f"Loading the bundled tiny super-res model {SRES_PKL}")
-            G_sres = api.load_generator(SRES_PKL, device=device, phase="sres")
+        sres_path = bundled_model_path("sres", pretrained_dir)
+        if sres_path is None:
+            print("No bundled super-res model: writing the low-res video only.")
         else:
-            print("No bundled super-res model: using an UNTRAINED, randomly initialised tiny super-res generator.")
-            G_sres = _random_sres(G_lres, 1, device)
-        if G_sres is not None and (G_sres.lr_height, G_sres.lr_width) != (G_lres.out_height, G_lres.out_width):
-            print("Skipping the super-res part: the super-res input size does not match the low-res output.")
-            G_sres = None
-    return G_lres, G_sres, trained
+            print(f"Loading the bundled super-res model {sres_path}")
+            G_sres = api.load_generator(sres_path, device=device, phase="sres")
+            api.check_generator_pair(G_lres, G_sres)
+    return G_lres, G_sres
+
+
+def frame_indices(num_frames: int, count: int) -> list[int]:
+    """`count` frame indices spread evenly from the first to the last frame (fewer if the video is shorter)."""
+    if count <= 1 or num_frames == 1:
+        return [0]
+    return sorted({round(i * (num_frames - 1) / (count - 1)) for i in range(count)})
 
 
 # ----------------------------------------------------------------------------
@@ -71,40 +77,46 @@ def load_demo_models(device: torch.device, with_sres: bool) -> tuple[torch.nn.Mo
 @click.command()
 @click.option("--outdir", type=str, default="outputs/demo", show_default=True, help="Where to save the demo files.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--len", "num_frames", type=click.IntRange(min=1), default=120, show_default=True, help="Low-res frames.")
-@click.option(
-    "--sres-len", type=click.IntRange(min=0), default=8, show_default=True, help="Super-res frames (0 = none)."
-)
+@click.option("--len", "num_frames", type=click.IntRange(min=1), default=301, show_default=True, help="Frames.")
+@click.option("--pngs", type=click.IntRange(min=0), default=4, show_default=True, help="Frames saved as PNG.")
+@click.option("--lres-only", is_flag=True, help="Skip the super-res model (low-res video only).")
 @click.option("--device", type=str, default=None, help="Torch device. Default: CUDA if present, else CPU.")
-def main(outdir: str, seed: int, num_frames: int, sres_len: int, device: str | None):
-    """Generate a short low-res video (and a few super-res frames) with the bundled tiny model.
+def main(outdir: str, seed: int, num_frames: int, pngs: int, lres_only: bool, device: str | None):
+    """Generate a long video with the bundled demo models: 144x256 (with the low-res video) and a few PNG frames.
 
     \b
     Example:
-      python -m long_video_gan.demo --outdir outputs/demo
+      python -m long_video_gan.demo --outdir outputs/demo --len 301
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    os.makedirs(outdir, exist_ok=True)
-    G_lres, G_sres, trained = load_demo_models(device, with_sres=sres_len > 0)
-
     start = time.time()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    G_lres, G_sres = load_demo_models(device, with_sres=not lres_only)
+    if device.type == "cpu":
+        from torch_utils.ops import fast_cpu
+
+        if fast_cpu.is_enabled():
+            fast_cpu._init()  # Build or load the CPU kernels now, so a first-use compile message is not in the bar.
+    os.makedirs(outdir, exist_ok=True)
+    indices = frame_indices(num_frames, pngs) if pngs else []
+    gen_start = time.time()
     paths = api.generate_video_files(
-        G_lres, seed=seed, num_frames=num_frames, outdir=outdir, save_indices=[0, -1], progress=True
+        G_lres,
+        G_sres,
+        seed=seed,
+        num_frames=num_frames,
+        outdir=outdir,
+        save_lres=G_sres is not None,
+        save_indices=indices,
+        segment_length=16 if device.type == "cuda" else 4,
+        progress=True,
     )
-    if G_sres is not None:
-        paths += api.generate_video_files(
-            G_lres,
-            G_sres,
-            seed=seed,
-            num_frames=sres_len,
-            outdir=outdir,
-            save_lres=True,
-            segment_length=4,
-            progress=True,
-        )
+    gen_sec = time.time() - gen_start
+    size = f"{G_sres.hr_height}x{G_sres.hr_width}" if G_sres is not None else f"{G_lres.out_height}x{G_lres.out_width}"
+    rate = num_frames / gen_sec
+    print(f"Generated {num_frames} frames at {size} in {gen_sec:.1f}s ({rate:.1f} frames/s on {device}).")
     for path in paths:
-        print(f"Saved {path}")
-    print(f"Done in {time.time() - start:.1f}s on {device}{'' if trained else ' (untrained model)'}.")
+        print(f"Saved {os.path.abspath(path)}")
+    print(f"Done in {time.time() - start:.1f}s.")
 
 
 # ----------------------------------------------------------------------------

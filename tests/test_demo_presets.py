@@ -13,9 +13,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _config(script, preset: str) -> dnnlib.EasyDict:
-    opts = dnnlib.EasyDict(
-        preset=preset, dataset="unused", seed=0, metric=(), **{k: None for k in script.PRESETS["paper"] if k != "metric"}
-    )
+    unset = {k: None for k in script.PRESETS["paper"] if k != "metric"}
+    opts = dnnlib.EasyDict(preset=preset, dataset="unused", seed=0, metric=(), **unset)
     opts = training_setup.apply_preset(opts, script.PRESETS)
     return script.build_config(opts, torch.device("cpu"), world_size=1)
 
