@@ -43,6 +43,21 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # ----------------------------------------------------------------------------
+# Argument checks: each public entry point checks its own arguments once, up front; the functions it calls next
+# take them as checked.
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_frame_range(start: int, stop: int, seq_length: int) -> None:
+    if not (0 <= start < stop <= seq_length):
+        raise ValueError(f"frame range must satisfy 0 <= start < stop <= {seq_length}, got [{start}, {stop})")
+
+
+# ----------------------------------------------------------------------------
 # One-shot lengths.
 
 # The original generate.py renders the low-res video at a multiple of its super-res segment length (16 frames),
@@ -56,8 +71,7 @@ def original_lres_length(num_frames: int, temporal_context: int = 0) -> int:
 
     Example: `original_lres_length(301)` is 304; `original_lres_length(301, temporal_context=4)` is 312.
     """
-    if num_frames <= 0:
-        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    _check_positive_int("num_frames", num_frames)
     if temporal_context < 0:
         raise ValueError(f"temporal_context must be non-negative, got {temporal_context}")
     multiple = ORIGINAL_SEGMENT_LENGTH
@@ -91,33 +105,23 @@ def _crop_start(length: int, target: int) -> int:
     return (length - target) // 2
 
 
-def compute_seq_lengths(G: torch.nn.Module, seq_length: int) -> tuple[int, list[int]]:
-    """`(T_in, [output length of every temporal layer])` for a one-shot video of `seq_length` frames (SPEC §1.11).
+def _seq_lengths(G: torch.nn.Module, seq_length: int) -> tuple[int, list[int]]:
+    """The generator's own `compute_seq_lengths(seq_length)` (SPEC §1.11; it also checks `seq_length`), as ints."""
+    input_length, out_lengths = G.compute_seq_lengths(seq_length)
+    return int(input_length), [int(n) for n in out_lengths]
 
-    Example: for the release's generator and `seq_length=128`: `(20, [24, 32, 48, 80, 144, 128])`.
-    """
-    ups = [bool(block.temporal_up) for block in G.temporal_layers]
-    padding = int(G.temporal_padding)
-    out_lengths = []
-    scale = 1
-    for i in reversed(range(len(ups))):
-        out_lengths.append(seq_length if i == len(ups) - 1 else -(-seq_length // scale) + 2 * padding)
-        scale *= 2 if ups[i] else 1
-    return -(-seq_length // scale) + 2 * padding, out_lengths[::-1]
+
+def _noise_length(G: torch.nn.Module, input_length: int) -> int:
+    """Noise samples per channel of a one-shot call: the full-rate embedding (32·T_in) plus K − 1 filter taps."""
+    return input_length * int(G.total_temporal_scale) + int(G.temporal_emb.blur_filters.shape[-1]) - 1
 
 
 def make_lres_plan(G: torch.nn.Module, seq_length: int) -> LresPlan:
     """Work out the global bookkeeping of the one-shot computation of `G(N, seq_length)`."""
-    if not isinstance(seq_length, int) or seq_length <= 0:
-        raise ValueError(f"seq_length must be a positive int, got {seq_length!r}")
     ups = tuple(bool(block.temporal_up) for block in G.temporal_layers)
-    input_length, out_lengths = compute_seq_lengths(G, seq_length)
-    if hasattr(G, "compute_seq_lengths"):
-        theirs = G.compute_seq_lengths(seq_length)
-        assert (int(theirs[0]), [int(n) for n in theirs[1]]) == (input_length, out_lengths), (theirs, out_lengths)
+    input_length, out_lengths = _seq_lengths(G, seq_length)
     in_lengths = (input_length, *out_lengths[:-1])
-    total_scale = 2 ** sum(ups)
-    assert int(G.total_temporal_scale) == total_scale, (G.total_temporal_scale, ups)
+    total_scale = int(G.total_temporal_scale)  # 2 ** (number of layers with temporal_up)
 
     # Block halo: two temporal convolutions with zero padding kt // 2 (the skip path is 1×1×1).
     halos = tuple(int(b.weight_0.shape[2]) // 2 + int(b.weight_1.shape[2]) // 2 for b in G.temporal_layers)
@@ -132,7 +136,6 @@ def make_lres_plan(G: torch.nn.Module, seq_length: int) -> LresPlan:
             level_lengths.append(level_lengths[-1] // 2)
         levels[i] = len(level_lengths) - 1
     latent_starts = tuple(_crop_start(level_lengths[levels[i]], in_lengths[i]) for i in range(len(ups)))
-    num_taps = int(G.temporal_emb.blur_filters.shape[-1])
     return LresPlan(
         seq_length=seq_length,
         in_lengths=in_lengths,
@@ -144,7 +147,7 @@ def make_lres_plan(G: torch.nn.Module, seq_length: int) -> LresPlan:
         level_lengths=tuple(level_lengths),
         latent_starts=latent_starts,
         spatial_latent_start=_crop_start(level_lengths[0], seq_length),
-        noise_length=level_lengths[0] + num_taps - 1,
+        noise_length=_noise_length(G, input_length),
     )
 
 
@@ -161,16 +164,14 @@ def draw_lres_noise(
     filters, the same call the one-shot path makes, so the generator ends in the same state and the video is the
     same. It is small (8 channels, about 4 KB per 100 frames).
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    plan = make_lres_plan(G, seq_length)
+    _check_positive_int("batch_size", batch_size)
     emb = G.temporal_emb
-    num_filters = int(emb.blur_filters.shape[0])
-    noise_channels = int(emb.channels) // num_filters
+    noise_channels = int(emb.channels) // int(emb.blur_filters.shape[0])
     device = emb.blur_filters.device
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator must live on the generator's device {device}, got one on {generator.device}")
-    return torch.randn([batch_size, noise_channels, plan.noise_length], generator=generator, device=device)
+    noise_length = _noise_length(G, _seq_lengths(G, seq_length)[0])  # = make_lres_plan(G, seq_length).noise_length
+    return torch.randn([batch_size, noise_channels, noise_length], generator=generator, device=device)
 
 
 def filter_noise(temporal_emb: torch.nn.Module, noise: torch.Tensor) -> torch.Tensor:
@@ -292,15 +293,17 @@ class LresStreamer:
             levels.append((a, y[:, :, 3 : 3 + b - a]))
         return levels
 
-    @torch.no_grad()
     def render(self, start: int, stop: int, levels: list[tuple[int, torch.Tensor]] | None = None) -> torch.Tensor:
         """Frames `[start, stop)` of the one-shot video: `[N, 3, stop − start, H, W]` float32.
 
         `levels`: latent levels computed by `latent_levels(a, b)` for a range `[a, b)` containing `[start, stop)`,
         to share them between neighbouring windows; None computes them for this window alone.
         """
-        if not (0 <= start < stop <= self.seq_length):
-            raise ValueError(f"frame range must satisfy 0 <= start < stop <= {self.seq_length}, got [{start}, {stop})")
+        _check_frame_range(start, stop, self.seq_length)
+        return self._render(start, stop, levels)
+
+    @torch.no_grad()
+    def _render(self, start: int, stop: int, levels: list[tuple[int, torch.Tensor]] | None) -> torch.Tensor:
         G, p = self.G, self.plan
         in_ranges, out_ranges, level_ranges = self._plan_window(start, stop)
         if levels is None:
@@ -347,8 +350,7 @@ class LresStreamer:
 
     def latent_levels(self, start: int, stop: int) -> list[tuple[int, torch.Tensor]]:
         """The latent levels that every window inside frames `[start, stop)` needs (see `render`)."""
-        if not (0 <= start < stop <= self.seq_length):
-            raise ValueError(f"frame range must satisfy 0 <= start < stop <= {self.seq_length}, got [{start}, {stop})")
+        _check_frame_range(start, stop, self.seq_length)
         return self._latent_levels(self._plan_window(start, stop)[2])
 
     def iter_chunks(
@@ -359,15 +361,20 @@ class LresStreamer:
         The latent path is cheap per frame but each window needs it over a wide range (its receptive field spans
         about 750 full-rate frames), so it is computed once per group of windows spanning at least `latent_window`
         frames and shared by them; the synthesis runs window by window. Neither setting changes the values.
+        The arguments are checked when this is called; the frames are computed as the chunks are requested.
         """
-        if window <= 0:
-            raise ValueError(f"window must be positive, got {window}")
+        _check_positive_int("window", window)
+        if start < stop:  # An empty range gives no chunks.
+            _check_frame_range(start, stop, self.seq_length)
+        return self._iter_chunks(start, stop, window, latent_window)
+
+    def _iter_chunks(self, start: int, stop: int, window: int, latent_window: int) -> Iterator[torch.Tensor]:
         group = window * max(1, -(-latent_window // window))  # Whole windows, so chunk bounds do not move.
         for group_start in range(start, stop, group):
             group_stop = min(group_start + group, stop)
-            levels = self.latent_levels(group_start, group_stop)
+            levels = self._latent_levels(self._plan_window(group_start, group_stop)[2])
             for t in range(group_start, group_stop, window):
-                yield self.render(t, min(t + window, group_stop), levels=levels)
+                yield self._render(t, min(t + window, group_stop), levels)
 
 
 # ----------------------------------------------------------------------------
@@ -388,11 +395,21 @@ def iter_sres_chunks(
     from lr frames `t … t + 2·ctx` with the same `z` for all frames (SPEC §2.1), and the yielded lr chunk holds the
     aligned centre frames `t + ctx`. Frames are independent given `z`, so the segment length changes only rounding.
     `force_fp32` switches off the fp16 layers that the super-res generator uses on CUDA (SPEC §2.5).
+    The arguments are checked when this is called; the frames are computed as the pairs are requested.
     """
-    if num_frames <= 0:
-        raise ValueError(f"num_frames must be positive, got {num_frames}")
-    if segment_length <= 0:
-        raise ValueError(f"segment_length must be positive, got {segment_length}")
+    _check_positive_int("num_frames", num_frames)
+    _check_positive_int("segment_length", segment_length)
+    return _sres_pairs(G_sres, lr_chunks, z, num_frames, segment_length, force_fp32)
+
+
+def _sres_pairs(
+    G_sres: torch.nn.Module,
+    lr_chunks: Iterator[torch.Tensor],
+    z: torch.Tensor,
+    num_frames: int,
+    segment_length: int,
+    force_fp32: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     ctx = int(G_sres.temporal_context)
     done = 0
     buffer = None  # [N, 3, T, H, W] lr frames from global index `done` on.
@@ -453,20 +470,20 @@ def stream_video(
         for chunk in stream_video(G_lres, G_sres, num_frames=301, generator=gen):
             write(chunk.video)  # [1, 3, T, 144, 256]
     """
-    if not isinstance(num_frames, int) or num_frames <= 0:
-        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
-    if window <= 0:
-        raise ValueError(f"window must be positive, got {window}")
+    # Every argument is checked here, once, before any random number is drawn; the calls below take them as checked.
     ctx = int(G_sres.temporal_context) if G_sres is not None else 0
-    seq_length = original_lres_length(num_frames, ctx)
-    noise = draw_lres_noise(G_lres, batch_size, seq_length, generator)
+    seq_length = original_lres_length(num_frames, ctx)  # Checks num_frames.
+    _check_positive_int("window", window)
+    if G_sres is not None:
+        _check_positive_int("segment_length", segment_length)
+    noise = draw_lres_noise(G_lres, batch_size, seq_length, generator)  # Checks batch_size and the RNG's device.
     z = G_sres.sample_latent_z(batch_size, generator_z=generator) if G_sres is not None else None
-    lres = LresStreamer(G_lres, noise, seq_length, dtype=dtype)
-    lr_chunks = lres.iter_chunks(0, num_frames + 2 * ctx, window)
+    lres = LresStreamer(G_lres, noise, seq_length, dtype=dtype)  # The one plan of this video.
+    lr_chunks = lres._iter_chunks(0, num_frames + 2 * ctx, window, LATENT_WINDOW)
     if G_sres is None:
         return _lres_only(lr_chunks)
     force_fp32 = dtype == torch.float32
-    return _with_sres(iter_sres_chunks(G_sres, lr_chunks, z, num_frames, segment_length, force_fp32=force_fp32))
+    return _with_sres(_sres_pairs(G_sres, lr_chunks, z, num_frames, segment_length, force_fp32))
 
 
 def _lres_only(lr_chunks: Iterator[torch.Tensor]) -> Iterator[VideoChunk]:

@@ -73,6 +73,34 @@ def test_plan_agrees_with_generator_bookkeeping():
         assert list(plan.in_lengths) == latent_lengths[1:7]
 
 
+def test_plan_uses_the_generators_own_bookkeeping(monkeypatch):
+    # The plan reads G.compute_seq_lengths instead of re-deriving it: a generator with other lengths gets its own.
+    G = tiny_lres()
+    own = G.compute_seq_lengths
+    monkeypatch.setattr(G, "compute_seq_lengths", lambda L: (own(L)[0] + 2, own(L)[1]), raising=False)
+    assert streaming.make_lres_plan(G, 100).in_lengths[0] == own(100)[0] + 2
+    with pytest.raises(ValueError, match="seq_length"):  # Its check of the length is the only one.
+        streaming.make_lres_plan(tiny_lres(), 0)
+
+
+def test_stream_video_builds_one_plan_and_checks_before_drawing(monkeypatch):
+    G_lres, G_sres = tiny_pair()
+    plans = []
+    make_plan = streaming.make_lres_plan
+    monkeypatch.setattr(streaming, "make_lres_plan", lambda G, L: plans.append(L) or make_plan(G, L))
+    chunks = list(streaming.stream_video(G_lres, G_sres, num_frames=5, generator=torch.Generator().manual_seed(0)))
+    assert plans == [streaming.original_lres_length(5, G_sres.temporal_context)]
+    assert sum(c.video.shape[2] for c in chunks) == 5
+    # Bad arguments fail at the call, before a random number is drawn.
+    bad = [dict(num_frames=0), dict(num_frames=2.0), dict(window=0), dict(segment_length=0), dict(batch_size=0)]
+    for kwargs in bad:
+        gen = torch.Generator().manual_seed(0)
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=name):
+            streaming.stream_video(G_lres, G_sres, generator=gen, **{"num_frames": 5, **kwargs})
+        assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state()), name
+
+
 def test_original_lres_length():
     assert streaming.original_lres_length(301) == 304
     assert streaming.original_lres_length(301, temporal_context=4) == 312
