@@ -5,6 +5,7 @@ the first frame; the same curve of real clips is the target (measure: long_video
 """
 
 import os
+import textwrap
 import uuid
 
 import click
@@ -103,7 +104,7 @@ def plot_curves(curves: list[tuple[str, torch.Tensor]], path: str, title: str) -
     for label, sims in curves:
         mean, std = (t.numpy() for t in cs.similarity_stats(sims))
         x = range(len(mean))
-        (line,) = ax.plot(x, mean, label=f"{label} ({sims.shape[0]})")
+        (line,) = ax.plot(x, mean, label=f"{label} (n={sims.shape[0]})")
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("Frame separation")
     ax.set_ylabel("Colour similarity to frame 0")
@@ -111,7 +112,7 @@ def plot_curves(curves: list[tuple[str, torch.Tensor]], path: str, title: str) -
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, width=80), fontsize=8)  # Long file names wrap instead of leaving the figure.
     fig.tight_layout()
     head, tail = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(tail)
