@@ -206,6 +206,7 @@ def test_auto_resume_refuses_another_dataset_and_follows_a_moved_one(full_run, d
     assert '"resume_path": "' in result.output and "ckpt-00000004-train.pkl" in result.output
 
 
+@pytest.mark.slow  # ~15-30 s: one training process started, a second one refused.
 def test_second_copy_of_a_running_command_refuses(dataset, tmp_path):
     outdir = tmp_path / "runs"
     cmd = [sys.executable, str(train_lres.__file__), *FAST, "--dataset", str(dataset), "--outdir", str(outdir)]
