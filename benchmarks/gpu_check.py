@@ -108,7 +108,7 @@ def _psnr_uint8(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def stage_pytest(fake: bool) -> str:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_ops_cuda.py"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"]
     if fake:
         cmd.append("--collect-only")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -231,7 +231,7 @@ def stage_training(fake: bool, steps: int, phases=("lres", "sres")) -> str:
             device = torch.device("cuda")
             gan = _build(c.gan_kwargs, fake, device=device, batch_gpu=1, grad_accum=1)
             n = 1 if fake else steps
-            collector = training_stats.Collector(regex="loss/")
+            collector = None if fake else training_stats.Collector(regex="loss/.*")  # (Fake values cannot be read.)
             t0 = time.time()
             with contextlib.ExitStack() as stack:
                 if fake:

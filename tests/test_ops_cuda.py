@@ -365,8 +365,8 @@ def test_host_filtered_lrelu_gradchecks(host_plugins):
 def test_host_plugin_errors_name_the_bad_input(host_plugins):
     x = torch.zeros([1, 2, 4, 4])
     fl = host_plugins["filtered_lrelu"]
-    with pytest.raises(RuntimeError, match="codes must be a contiguous uint8"):
-        fl.filtered_pass(x, None, None, torch.zeros([1, 2, 3, 3], dtype=torch.uint8), 1, 1, 1, 1, 1, 0, 0, 4, 4,
+    with pytest.raises(RuntimeError, match="codes must be a contiguous int32 \\[2\\]"):
+        fl.filtered_pass(x, None, None, torch.zeros([1, 2, 4, 4], dtype=torch.uint8), 1, 1, 1, 1, 1, 0, 0, 4, 4,
                          False, 1.0, 0.2, 1.0, -1.0, True, True)  # fmt: skip
     with pytest.raises(RuntimeError, match="f must be float32 or float64"):
         host_plugins["upfirdn2d"].upfirdn2d_pass(x, torch.ones([2, 2], dtype=torch.float16), 1, 1, 1, 1, 0, 0, 3, 3,

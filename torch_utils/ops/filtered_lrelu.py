@@ -258,7 +258,8 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
 
     Forward: one kernel pass (two for a 1-D filter) of the up-sampling filter that adds the bias to its input and
     applies leaky ReLU, gain and clamp to its output, storing a code per intermediate sample (positive, negative or
-    clamped: one uint8 each, at the up-sampled resolution; only when the call can be differentiated, `keep_codes`);
+    clamped: 2 bits each in the kernel, one uint8 each on the CPU backend, at the up-sampled resolution; only when the
+    call can be differentiated, `keep_codes`);
     then the down-sampling filter's pass(es). Every pass computes in float32 (float64 for float64 inputs) and writes
     float32 intermediates, and only the result is rounded to the input dtype: the original's fused kernel's
     precision for float16 (a NaN in the clamp stage becomes -clamp there, as in the original).
@@ -328,6 +329,13 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
             make_pass_fn(), dt, fu, (1, 1), (up, up), (fu_w - 1 - px0, fu_h - 1 - py0), (W, H), not flip_filter, up**2
         )  # fmt: skip
 
+    def new_codes(N, C, mid_h, mid_w, device):
+        """The kernel packs 2 bits per intermediate sample, 16 to an int32 word (zeros before the forward pass); the
+        CPU backend keeps one uint8 per sample, [N, C, mid_h, mid_w], which it slices by channel chunks."""
+        if backend == "cuda":
+            return torch.zeros([(N * C * mid_h * mid_w + 15) // 16], dtype=torch.int32, device=device)
+        return torch.empty([N, C, mid_h, mid_w], dtype=torch.uint8, device=device)
+
     def channel_chunks(N, C, mid_h, mid_w):
         """Channel slices processed one after another: all at once on CUDA, bounded intermediates on the CPU."""
         if backend == "cuda":
@@ -351,7 +359,7 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
             mid_h, mid_w, out_h, out_w = sizes(H, W, fu, fd)
             codes = None
             if keep_codes:  # Not without gradients: the original keeps them only when they are needed.
-                codes = torch.empty([N, C, mid_h, mid_w], dtype=torch.uint8, device=x.device)
+                codes = new_codes(N, C, mid_h, mid_w, x.device)
 
             def chunk(x, codes, cs):
                 pass_fn = make_pass_fn(b=None if b is None else b[cs], codes=codes, mode="lrelu")
@@ -379,7 +387,7 @@ def _filtered_lrelu_function(backend, up, down, padding, gain, slope, clamp, fli
 
         @staticmethod
         def forward(ctx, dy, fu, fd, codes, H, W):
-            mid_h, mid_w = codes.shape[2:]
+            mid_h, mid_w, _, _ = sizes(H, W, fu, fd)
             dx = by_chunks(
                 lambda dy, codes, cs: up_adjoint(down_adjoint(dy, fd, codes, mid_h, mid_w), fu, H, W),
                 dy, codes, mid_h, mid_w,

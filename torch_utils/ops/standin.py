@@ -117,8 +117,9 @@ class ShapePlugin:
             self._check_like(b, x, "b", shape=[x.shape[1]])
         shape = [x.shape[0], x.shape[1], out_h, out_w]
         self._check(mode != 2 or codes is not None, "mode 2 needs codes")
-        if codes is not None and mode != 0:
-            self._check_like(codes, x, "codes", dtype=torch.uint8, shape=shape)
+        if codes is not None and mode != 0:  # 2 bits per output sample, 16 to an int32 word
+            words = (shape[0] * shape[1] * shape[2] * shape[3] + 15) // 16
+            self._check_like(codes, x, "codes", dtype=torch.int32, shape=[words])
         dtype = torch.promote_types(x.dtype, torch.float32) if fp32_inside else x.dtype
         return torch.empty(shape, dtype=dtype, device=x.device)
 

@@ -12,8 +12,9 @@
 //
 // A pass can also apply the stages of filtered_lrelu around the filter:
 //   kPlain: y = acc.
-//   kLrelu: y = clamp(lrelu(acc, slope) * act_gain), and a code per
-//           output sample records which branch was taken (0: positive, 1: negative, 2: clamped) for the backward pass.
+//   kLrelu: y = clamp(lrelu(acc, slope) * act_gain), and a 2-bit code per output sample records which branch was
+//           taken (0: positive, 1: negative, 2: clamped) for the backward pass, 16 codes per 32-bit word (sample i
+//           in bits 2 * (i % 16) of word i / 16), as the original keeps 2 bits per sample.
 //   kMask:  y = acc * (act_gain, act_gain * slope or 0 by the stored code): the derivative of the kLrelu stage.
 // Any pass can add a bias b[c] to every input sample first (zero padding stays zero).
 //
@@ -44,6 +45,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <vector>
@@ -79,7 +81,7 @@ struct PassArgs {
     bool f_double;
     void* y;             // output [n, c, out_h, out_w], contiguous; of x's dtype, or its accumulation type
     bool fp32_inside;    // taps kept unrounded and y in the accumulation type (the top of this file)
-    uint8_t* codes;      // kLrelu (written unless nullptr) / kMask (read): [n, c, out_h, out_w], contiguous
+    uint32_t* codes;     // kLrelu (or-ed in unless nullptr; zeros before) / kMask (read): ceil(numel / 16) words
     int n, c, in_h, in_w, out_h, out_w;
     int upx, upy, downx, downy;
     int padx0, pady0;    // leading padding in up-sampled samples (negative crops)
@@ -190,11 +192,16 @@ LVG_HD void pass_element(const PassArgs& a, const at::opmath_type<scalar_t>* w, 
             code = 2;
         }
         y[idx] = static_cast<out_t>(r);
-        if (a.codes != nullptr) {
-            a.codes[idx] = code;
+        if (a.codes != nullptr && code != 0) {
+            const uint32_t bits = static_cast<uint32_t>(code) << (2 * static_cast<int>(idx % 16));
+#if defined(__CUDA_ARCH__)
+            atomicOr(reinterpret_cast<unsigned int*>(a.codes + idx / 16), static_cast<unsigned int>(bits));
+#else
+            a.codes[idx / 16] |= bits; // The host loop gives each thread whole words.
+#endif
         }
     } else { // kMask
-        const uint8_t code = a.codes[idx];
+        const uint32_t code = (a.codes[idx / 16] >> (2 * static_cast<int>(idx % 16))) & 3u;
         const acc_t gain = static_cast<acc_t>(a.act_gain);
         const acc_t factor = code == 0 ? gain : (code == 1 ? gain * static_cast<acc_t>(a.slope) : acc_t(0));
         y[idx] = static_cast<out_t>(acc * factor);
@@ -268,8 +275,9 @@ void run_host(const PassArgs& a, int64_t numel) {
     for (int i = 0; i < a.fw * a.fh; ++i) {
         w[i] = filter_tap<scalar_t>(a, i);
     }
-    at::parallel_for(0, numel, 1024, [&](int64_t begin, int64_t end) {
-        for (int64_t idx = begin; idx < end; ++idx) {
+    // Whole 16-sample words per thread, so that no two threads write to one word of codes.
+    at::parallel_for(0, (numel + 15) / 16, 64, [&](int64_t begin, int64_t end) {
+        for (int64_t idx = begin * 16; idx < std::min(end * 16, numel); ++idx) {
             pass_element<scalar_t, out_t, int64_t, kMode>(a, w.data(), idx);
         }
     });
@@ -279,8 +287,9 @@ void run_host(const PassArgs& a, int64_t numel) {
 // dtype, or of its accumulation type with fp32_inside): the CUDA kernel for CUDA tensors (when the plugin is built
 // with LVG_WITH_CUDA), the host loop for CPU tensors.
 //   f: taps [fh, fw] (float32 or float64), contiguous, or None for one tap of value fgain.
-//   b: bias [C] of x's dtype, or None. codes: uint8 [N, C, out_h, out_w], read by mode 2 and written by mode 1
-//   (where None means no codes are kept: a forward pass without gradients).
+//   b: bias [C] of x's dtype, or None. codes: int32 [ceil(N * C * out_h * out_w / 16)], 2 bits per output sample
+//   (see the top of this file), read by mode 2 and or-ed into by mode 1, so zeros before; None in mode 1 means no
+//   codes are kept (a forward pass without gradients).
 inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>& f, const c10::optional<at::Tensor>& b,
                            const c10::optional<at::Tensor>& codes, int64_t mode, int64_t upx, int64_t upy,
                            int64_t downx, int64_t downy, int64_t padx0, int64_t pady0, int64_t out_w, int64_t out_h,
@@ -332,10 +341,11 @@ inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>&
     TORCH_CHECK(mode != kMask || codes.has_value(), "upfirdn2d pass: mode ", mode, " needs codes");
     if (mode != kPlain && codes.has_value()) {
         const at::Tensor& c = *codes;
-        TORCH_CHECK(c.device() == x.device() && c.scalar_type() == at::kByte && c.is_contiguous() &&
-                        c.sizes() == y.sizes(),
-                    "upfirdn2d pass: codes must be a contiguous uint8 ", y.sizes(), " tensor on ", x.device(), ", got ",
-                    c.sizes(), " ", c.scalar_type(), " on ", c.device());
+        const int64_t words = (y.numel() + 15) / 16;
+        TORCH_CHECK(c.device() == x.device() && c.scalar_type() == at::kInt && c.is_contiguous() && c.dim() == 1 &&
+                        c.size(0) == words,
+                    "upfirdn2d pass: codes must be a contiguous int32 [", words, "] tensor (2 bits per sample of ",
+                    y.sizes(), ") on ", x.device(), ", got ", c.sizes(), " ", c.scalar_type(), " on ", c.device());
     }
     if (y.numel() == 0) {
         return y;
@@ -350,7 +360,7 @@ inline at::Tensor run_pass(const at::Tensor& x, const c10::optional<at::Tensor>&
     a.f = taps.defined() ? taps.data_ptr() : nullptr;
     a.f_double = taps.defined() && taps.scalar_type() == at::kDouble;
     a.y = y.data_ptr();
-    a.codes = mode != kPlain && codes.has_value() ? codes->data_ptr<uint8_t>() : nullptr;
+    a.codes = mode != kPlain && codes.has_value() ? reinterpret_cast<uint32_t*>(codes->data_ptr<int32_t>()) : nullptr;
     a.fp32_inside = fp32_inside;
     a.n = static_cast<int>(x.size(0));
     a.c = static_cast<int>(x.size(1));
