@@ -199,8 +199,7 @@ def main(
             fast_cpu.require_bf16(device)
         except ValueError as err:
             raise click.ClickException(f"--dtype bf16: {err}") from err
-        fast_cpu.set_conv_dtype(torch.bfloat16)
-    torch_dtype = torch.float32
+    torch_dtype = dict(fp32=torch.float32, bf16=torch.bfloat16)[dtype]  # Means the same in the API (streaming.py).
     if segment_length is None:
         segment_length = 16 if device.type == "cuda" else 4
 

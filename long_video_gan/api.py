@@ -175,6 +175,8 @@ def iter_video_chunks(
     function is called; the frames are computed as the chunks are requested.
     `batch_size` > 1 streams that many videos at once (`[batch_size, 3, T, H, W]` chunks), their noise drawn together
     from the one generator, as the original's batched `G(N, L, generator_emb=gen)` does.
+    `dtype`: None (the generators' defaults), torch.float32 (strict fp32) or torch.bfloat16 (strict fp32 but CPU
+    convolutions in bfloat16), as generate.py's --dtype; see streaming.stream_video.
     """
     check_generator_pair(G_lres, G_sres)
     if generator is None:

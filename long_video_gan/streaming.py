@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from torch_utils.ops import fast_cpu
+
 # ----------------------------------------------------------------------------
 # Argument checks: each public entry point checks its own arguments once, up front; the functions it calls next
 # take them as checked.
@@ -50,6 +52,14 @@ from einops import rearrange
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_dtype(dtype: torch.dtype | None, device: torch.device) -> None:
+    if dtype not in (None, torch.float32, torch.bfloat16):
+        raise ValueError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype}")
+    if dtype == torch.bfloat16 and (device.type != "cpu" or not fast_cpu.is_enabled()):
+        why = "the fast CPU paths are off (LVG_FAST_CPU=0)" if device.type == "cpu" else f"the device is {device}"
+        raise ValueError(f"dtype=torch.bfloat16 means bfloat16 convolutions of the fast CPU paths, but {why}")
 
 
 def _check_frame_range(start: int, stop: int, seq_length: int) -> None:
@@ -463,7 +473,10 @@ def stream_video(
     Random numbers are drawn **now** (not lazily), in the original's order from one generator: all low-res noise
     for a one-shot video of `original_lres_length(num_frames, ctx)` frames, then one super-res `z` of shape
     `[batch_size, 512]`. Frames are then computed on demand, `window` low-res frames at a time.
-    `dtype=torch.float32` gives strict fp32 in both generators (their fp16 layers off); None keeps their defaults.
+    `dtype` is the precision of the computation, as generate.py's --dtype: None keeps the generators' defaults (fp16
+    layers on CUDA where they have them); torch.float32 is strict fp32 (fp16 layers off, fp32 convolutions);
+    torch.bfloat16 is strict fp32 except the convolutions of the fast CPU paths, which multiply in bfloat16 (CPU
+    only). The setting acts while the chunks are computed; the process-wide `fast_cpu` conv dtype is left as it was.
 
     Example:
         gen = torch.Generator().manual_seed(0)
@@ -476,14 +489,27 @@ def stream_video(
     _check_positive_int("window", window)
     if G_sres is not None:
         _check_positive_int("segment_length", segment_length)
+    _check_dtype(dtype, G_lres.temporal_emb.blur_filters.device)
     noise = draw_lres_noise(G_lres, batch_size, seq_length, generator)  # Checks batch_size and the RNG's device.
     z = G_sres.sample_latent_z(batch_size, generator_z=generator) if G_sres is not None else None
-    lres = LresStreamer(G_lres, noise, seq_length, dtype=dtype)  # The one plan of this video.
+    block_dtype = None if dtype is None else torch.float32  # Activations: the networks' own `dtype` argument.
+    lres = LresStreamer(G_lres, noise, seq_length, dtype=block_dtype)  # The one plan of this video.
     lr_chunks = lres._iter_chunks(0, num_frames + 2 * ctx, window, LATENT_WINDOW)
     if G_sres is None:
-        return _lres_only(lr_chunks)
-    force_fp32 = dtype == torch.float32
-    return _with_sres(_sres_pairs(G_sres, lr_chunks, z, num_frames, segment_length, force_fp32))
+        chunks = _lres_only(lr_chunks)
+    else:
+        chunks = _with_sres(_sres_pairs(G_sres, lr_chunks, z, num_frames, segment_length, dtype is not None))
+    return chunks if dtype is None else _with_conv_dtype(chunks, dtype)
+
+
+def _with_conv_dtype(chunks: Iterator[VideoChunk], conv_dtype: torch.dtype) -> Iterator[VideoChunk]:
+    """`chunks`, each computed with the fast CPU convolutions in `conv_dtype`; the caller's setting in between."""
+    while True:
+        with fast_cpu.conv_dtype(conv_dtype):
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def _lres_only(lr_chunks: Iterator[torch.Tensor]) -> Iterator[VideoChunk]:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from long_video_gan import generator_lres, generator_sres, streaming
+from torch_utils.ops import fast_cpu
 
 # ----------------------------------------------------------------------------
 # Helpers.
@@ -267,6 +268,43 @@ def test_streamed_sres_equals_one_shot(num_frames, window, segment_length, dtype
     assert hr.shape == hr_ref.shape == (1, 3, num_frames, G_sres.hr_height, G_sres.hr_width)
     assert (hr - hr_ref).abs().max().item() <= 1e-5
     assert (lr - lr_ref[:, :, ctx : ctx + num_frames]).abs().max().item() <= 1e-5
+
+
+def test_dtype_bf16_acts_while_the_chunks_are_computed():
+    # dtype=torch.bfloat16 is generate.py's --dtype bf16: fp32 activations, CPU convolutions in bfloat16, scoped to the
+    # computation of each chunk (the process-wide setting is float32 between chunks and after).
+    G_lres, G_sres = tiny_pair()
+    ctx = G_sres.temporal_context
+
+    def video(dtype):
+        chunks = streaming.stream_video(
+            G_lres, G_sres, num_frames=6, generator=torch.Generator().manual_seed(7), window=5, dtype=dtype
+        )
+        parts, caller = [], fast_cpu.get_conv_dtype()
+        for chunk in chunks:
+            assert fast_cpu.get_conv_dtype() == caller  # The caller's setting between chunks.
+            parts.append(chunk.video)
+        return torch.cat(parts, dim=2)
+
+    # The same computation by hand: strict fp32 (fp16 layers off) inside a process-wide bfloat16 setting.
+    gen = torch.Generator().manual_seed(7)
+    L = streaming.original_lres_length(6, ctx)
+    noise = streaming.draw_lres_noise(G_lres, 1, L, gen)
+    z = G_sres.sample_latent_z(1, generator_z=gen)
+    with fast_cpu.conv_dtype(torch.bfloat16):
+        lr = streaming.LresStreamer(G_lres, noise, L, dtype=torch.float32).iter_chunks(0, 6 + 2 * ctx, 5)
+        ref = torch.cat([hr for hr, _ in streaming.iter_sres_chunks(G_sres, lr, z, 6, force_fp32=True)], dim=2)
+    bf16 = video(torch.bfloat16)
+    assert torch.equal(bf16, ref)
+    with fast_cpu.conv_dtype(torch.bfloat16):  # An explicit float32 wins over the process-wide setting.
+        fp32 = video(torch.float32)
+    assert fast_cpu.get_conv_dtype() == torch.float32
+    assert 0 < (bf16 - fp32).abs().max().item() < 0.1
+    assert torch.equal(fp32, video(None))  # On the CPU the generators' defaults are fp32.
+    with pytest.raises(ValueError, match="dtype must be"):
+        streaming.stream_video(G_lres, num_frames=3, dtype=torch.float16)
+    with fast_cpu.disabled(), pytest.raises(ValueError, match="fast CPU paths are off"):
+        streaming.stream_video(G_lres, num_frames=3, dtype=torch.bfloat16)
 
 
 def test_stream_video_lres_only_matches_original_length():
