@@ -4,6 +4,7 @@ import os
 import shutil
 
 import av
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -109,3 +110,32 @@ def test_generate_without_lres_uses_the_bundled_models(model_dir, tmp_path, monk
     monkeypatch.setattr(demo, "PRETRAINED_DIR", str(tmp_path / "empty"))
     result = CliRunner().invoke(generate.main, ["--outdir", str(tmp_path / "o2"), "--seed", "0"])
     assert result.exit_code == 1 and "--lres: not given" in result.output
+
+
+def test_contact_sheet_has_generated_and_real_rows(model_dir, tmp_path):
+    from PIL import Image
+
+    from benchmarks import make_contact_sheet
+    from tests.data_utils import make_tiny_dataset
+
+    dataset = make_tiny_dataset(tmp_path, num_videos=1, num_frames=12, resolutions=((36, 64), (144, 256)))
+    out = tmp_path / "sheet.png"
+    args = ["--dataset", str(dataset), "--lres", str(model_dir / "demo_lres.pkl"), "--sres"]
+    args += [str(model_dir / "demo_sres.pkl"), "--len", "21", "--every", "10", "--out", str(out)]
+    result = CliRunner().invoke(make_contact_sheet.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    sheet = Image.open(out).convert("RGB")
+    g = make_contact_sheet
+    # Columns: frames 0, 10, 20; rows: generated 144x256 and 36x64 (shown 4x), real at both sizes.
+    assert sheet.size == (g.LABEL_WIDTH + 3 * (256 + g.GAP), g.HEADER + 4 * (144 + g.GAP))
+    pixels = np.asarray(sheet)
+
+    def cell(row, col):
+        y, x = g.HEADER + row * (144 + g.GAP), g.LABEL_WIDTH + col * (256 + g.GAP)
+        return pixels[y : y + 144, x : x + 256]
+
+    assert (cell(2, 0) != 255).any() and (cell(2, 1) != 255).any()  # The real 12-frame clip has frames 0 and 10,
+    assert (cell(2, 2) == 255).all() and (cell(3, 2) == 255).all()  # not frame 20: left blank.
+    # The real rows show the same clip: the 4x-enlarged low-res frame is close to the high-res one.
+    diff = np.abs(cell(2, 0).astype(float) - cell(3, 0).astype(float)).mean()
+    assert diff < 20, diff
