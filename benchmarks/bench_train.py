@@ -8,6 +8,7 @@ Examples:
     python benchmarks/bench_train.py                              # tiny presets of both phases
     python benchmarks/bench_train.py --preset paper --batch 1     # paper networks at batch 1 (slow on a CPU)
     python benchmarks/bench_train.py --phase lres --preset tiny --steps 5 --no-r1
+    OMP_NUM_THREADS=1 python benchmarks/bench_train.py --preset demo --threads 1   # the bundled demo models
     LVG_FAST_CPU=0 python benchmarks/bench_train.py --phase sres --preset paper --batch 1 --seq-length 1
 
 On the CPU, training runs filtered_lrelu through its memory-lean autograd path (torch_utils/ops/filtered_lrelu.py:
@@ -120,7 +121,7 @@ def _worker(
 
 @click.command()
 @click.option("--phase", type=click.Choice(["lres", "sres", "all"]), default="all", show_default=True)
-@click.option("--preset", type=click.Choice(["tiny", "paper", "all"]), default="tiny", show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "demo", "paper", "all"]), default="tiny", show_default=True)
 @click.option("--batch", type=int, help="Clips per step (default: the preset's; paper runs usually use 1 here).")
 @click.option("--grad-accum", type=int, help="Accumulation rounds (default: the preset's, or 1 with --batch 1).")
 @click.option("--steps", type=int, default=3, show_default=True, help="Timed steps after one warm-up step.")
@@ -158,7 +159,7 @@ def main(phase, preset, batch, grad_accum, steps, r1, seq_length, threads, timeo
 
     print(json.dumps(cpu_description()))
     phases = ["lres", "sres"] if phase == "all" else [phase]
-    presets = ["tiny", "paper"] if preset == "all" else [preset]
+    presets = ["tiny", "demo", "paper"] if preset == "all" else [preset]
     for ph in phases:
         for pr in presets:
             cmd = [
