@@ -34,6 +34,7 @@ independently given its `z`, so it consumes the low-res stream with a rolling bu
 Extra dimension letters used below: K = taps of the temporal-embedding filters, F = number of those filters.
 """
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -496,31 +497,22 @@ def stream_video(
     lres = LresStreamer(G_lres, noise, seq_length, dtype=block_dtype)  # The one plan of this video.
     lr_chunks = lres._iter_chunks(0, num_frames + 2 * ctx, window, LATENT_WINDOW)
     if G_sres is None:
-        chunks = _lres_only(lr_chunks)
+        pairs = ((chunk, chunk) for chunk in lr_chunks)
     else:
-        chunks = _with_sres(_sres_pairs(G_sres, lr_chunks, z, num_frames, segment_length, dtype is not None))
-    return chunks if dtype is None else _with_conv_dtype(chunks, dtype)
+        pairs = _sres_pairs(G_sres, lr_chunks, z, num_frames, segment_length, force_fp32=dtype is not None)
+    return _video_chunks(pairs, conv_dtype=dtype)
 
 
-def _with_conv_dtype(chunks: Iterator[VideoChunk], conv_dtype: torch.dtype) -> Iterator[VideoChunk]:
-    """`chunks`, each computed with the fast CPU convolutions in `conv_dtype`; the caller's setting in between."""
+def _video_chunks(
+    pairs: Iterator[tuple[torch.Tensor, torch.Tensor]], conv_dtype: torch.dtype | None
+) -> Iterator[VideoChunk]:
+    """`VideoChunk`s of `(video, lres)` pairs, each pair computed with the fast CPU convolutions in `conv_dtype`
+    (None: as set for the process); the caller's setting holds between chunks."""
+    start = 0
     while True:
-        with fast_cpu.conv_dtype(conv_dtype):
-            chunk = next(chunks, None)
-        if chunk is None:
+        with fast_cpu.conv_dtype(conv_dtype) if conv_dtype is not None else contextlib.nullcontext():
+            video, lres = next(pairs, (None, None))
+        if video is None:
             return
-        yield chunk
-
-
-def _lres_only(lr_chunks: Iterator[torch.Tensor]) -> Iterator[VideoChunk]:
-    start = 0
-    for chunk in lr_chunks:
-        yield VideoChunk(start=start, video=chunk, lres=chunk)
-        start += chunk.shape[2]
-
-
-def _with_sres(pairs: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[VideoChunk]:
-    start = 0
-    for hr, lr in pairs:
-        yield VideoChunk(start=start, video=hr, lres=lr)
-        start += hr.shape[2]
+        yield VideoChunk(start=start, video=video, lres=lres)
+        start += video.shape[2]
