@@ -368,3 +368,41 @@ def test_gpu_test_has_no_default_approx_on_fp16():
     with open(os.path.join(ROOT, "tests", "test_ops_cuda.py")) as f:
         source = f.read()
     assert "pytest.approx(-0.1)" not in source
+
+
+@pytest.mark.slow
+def test_cuda_sources_compile(tmp_path):
+    # The CUDA side cannot run here, but nvcc (when installed) can compile it to PTX without a GPU; each plugin's
+    # launcher must come out in its own namespace (the .cpp calls it there). About 40-60 s on 2 busy cores.
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("needs nvcc")
+    import sysconfig
+
+    from torch.utils import cpp_extension
+
+    includes = [f"-I{p}" for p in cpp_extension.include_paths()] + [f"-I{sysconfig.get_paths()['include']}"]
+    macros = os.path.join(cpp_extension.include_paths()[0], "c10", "cuda", "impl", "cuda_cmake_macros.h")
+    if not os.path.isfile(macros):  # A CPU-only torch wheel lacks this generated header; its content is one macro.
+        stub = tmp_path / "inc" / "c10" / "cuda" / "impl"
+        stub.mkdir(parents=True)
+        (stub / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+        includes.insert(0, f"-I{tmp_path / 'inc'}")
+    expected = {
+        "bias_act": "lvg_bias_act::bias_act_cuda(",
+        "upfirdn2d": "lvg_upfirdn2d_plugin::pass_cuda(",
+        "filtered_lrelu": "lvg_filtered_lrelu_plugin::pass_cuda(",
+    }
+    jobs = {}
+    for name, module in standin.OPS.items():
+        (source,) = [s for s in module._plugin_sources if s.endswith(".cu")]
+        obj = str(tmp_path / (source + ".o"))
+        cmd = [nvcc, "-c", "-std=c++17", "-DTORCH_EXTENSION_NAME=check", "--expt-relaxed-constexpr", *includes,
+               *module._plugin_build_kwargs["extra_cuda_cflags"], "-gencode", "arch=compute_80,code=compute_80",
+               os.path.join(OPS_DIR, source), "-o", obj]  # fmt: skip
+        jobs[name] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), obj)
+    for name, (proc, obj) in jobs.items():
+        out = proc.communicate(timeout=900)[0]
+        assert proc.returncode == 0, f"{name}.cu:\n{out[-3000:]}"
+        defined = subprocess.run(["nm", "-C", "--defined-only", obj], capture_output=True, text=True).stdout
+        assert expected[name] in defined, name
