@@ -1,7 +1,7 @@
 """Streaming generation for LongVideoGAN (Brooks et al., NeurIPS 2022): videos of any length in bounded memory.
 
-The low-res generator (SPEC §1) is fully convolutional in time, so any range of output frames can be computed from
-a temporal window of every intermediate sequence. This module evaluates the one-shot computation
+The low-res generator (generator_lres.py) is fully convolutional in time, so any range of output frames can be
+computed from a temporal window of every intermediate sequence. This module evaluates the one-shot computation
 `G(N, L, generator_emb=gen)` window by window and returns the same values (up to float rounding), whatever the
 window size, including the frames at the start and end of the video where the one-shot computation sees zero
 padding.
@@ -25,11 +25,12 @@ Global index bookkeeping (all ranges are half-open `[a, b)` in the coordinates o
 * Spatial layers and ToRGB act frame by frame on frames `[p, q)` with the level-0 latent centre-cropped to `L`.
 
 The only other coupling across frames, the styles' normalisation by their maximum over all frames before
-demodulation (SPEC §1.6), cancels in the demodulation except through its 1e-8 term, so windows differ from the
-one-shot computation by float rounding only (measured: at most 2e-6 on the release-size network, 301 frames).
+demodulation (generator_lres.temporal_modulated_conv3d), cancels in the demodulation except through its 1e-8 term,
+so windows differ from the one-shot computation by float rounding only (measured: at most 2e-6 on the release-size
+network, 301 frames).
 
-The super-res generator (SPEC §2) maps each output frame from the 2·temporal_context + 1 low-res frames around it,
-independently given its `z`, so it consumes the low-res stream with a rolling buffer.
+The super-res generator (generator_sres.py) maps each output frame from the 2·temporal_context + 1 low-res frames
+around it, independently given its `z`, so it consumes the low-res stream with a rolling buffer.
 
 Extra dimension letters used below: K = taps of the temporal-embedding filters, F = number of those filters.
 """
@@ -72,7 +73,7 @@ def _check_frame_range(start: int, stop: int, seq_length: int) -> None:
 # One-shot lengths.
 
 # The original generate.py renders the low-res video at a multiple of its super-res segment length (16 frames),
-# plus 2·temporal_context frames when a super-res generator follows (SPEC §5.1). The length of the one-shot video
+# plus 2·temporal_context frames when a super-res generator follows. The length of the one-shot video
 # decides the noise size and every crop offset, so streaming uses the same length to reproduce its frames.
 ORIGINAL_SEGMENT_LENGTH = 16
 
@@ -95,7 +96,7 @@ def original_lres_length(num_frames: int, temporal_context: int = 0) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class LresPlan:
-    """Lengths and offsets of the one-shot low-res computation for a video of `seq_length` frames (SPEC §1.11)."""
+    """Lengths and offsets of the one-shot low-res computation for a video of `seq_length` frames."""
 
     seq_length: int  # L: frames of the one-shot video.
     in_lengths: tuple[int, ...]  # Input length of each temporal layer (the first one is T_in).
@@ -111,13 +112,13 @@ class LresPlan:
 
 
 def _crop_start(length: int, target: int) -> int:
-    # Centre crops start at floor((len − target) / 2) everywhere (SPEC conventions).
+    # Centre crops start at floor((len − target) / 2) everywhere, as in the generators.
     assert length >= target, (length, target)
     return (length - target) // 2
 
 
 def _seq_lengths(G: torch.nn.Module, seq_length: int) -> tuple[int, list[int]]:
-    """The generator's own `compute_seq_lengths(seq_length)` (SPEC §1.11; it also checks `seq_length`), as ints."""
+    """The generator's own `compute_seq_lengths(seq_length)` (it also checks `seq_length`), as ints."""
     input_length, out_lengths = G.compute_seq_lengths(seq_length)
     return int(input_length), [int(n) for n in out_lengths]
 
@@ -163,7 +164,7 @@ def make_lres_plan(G: torch.nn.Module, seq_length: int) -> LresPlan:
 
 
 # ----------------------------------------------------------------------------
-# Temporal embedding from a given noise slice (SPEC §1.2).
+# Temporal embedding from a given noise slice (generator_lres.BlurredNoise).
 
 
 def draw_lres_noise(
@@ -236,7 +237,7 @@ class LresStreamer:
 
     def __init__(
         self,
-        G: torch.nn.Module,  # Low-res generator (SPEC §1), eval mode; its magnitude EMAs are only read.
+        G: torch.nn.Module,  # Low-res generator (generator_lres.py), eval mode; its magnitude EMAs are only read.
         noise: torch.Tensor,  # [N, C / F, 32·T_in + K − 1] white noise from draw_lres_noise().
         seq_length: int,  # Frames of the one-shot video being reproduced (decides every crop offset).
         dtype: torch.dtype | None = None,  # Activation dtype passed to the blocks; None = their default.
@@ -353,7 +354,7 @@ class LresStreamer:
         w = latent(0, start + p.spatial_latent_start, stop + p.spatial_latent_start)  # [N, C, stop − start]
         for block in G.spatial_layers:
             x = block(x, w, magnitude_ema_beta=1.0, out_seq_length=stop - start, dtype=self.dtype)
-        # SPEC §1.9 leaves ToRGB's signature open: pass only what differs from its defaults (read-only EMA).
+        # Of the original's ToRGB only (x, w) is known: pass only what differs from its defaults (read-only EMA).
         x = G.to_rgb(x, w) if self.dtype is None else G.to_rgb(x, w, dtype=self.dtype)
         video = x.to(torch.float32) * G.output_scale  # [N, 3, T, H, W]
         assert video.shape[:3] == (N, 3, stop - start), video.shape
@@ -403,9 +404,10 @@ def iter_sres_chunks(
     """Super-resolve a stream of low-res chunks: yields `(hr [N, 3, S, Hh, Wh], lr [N, 3, S, H, W])` pairs.
 
     `lr_chunks` must deliver (at least) low-res frames `0 … num_frames + 2·ctx − 1` in order; hr frame `t` is made
-    from lr frames `t … t + 2·ctx` with the same `z` for all frames (SPEC §2.1), and the yielded lr chunk holds the
-    aligned centre frames `t + ctx`. Frames are independent given `z`, so the segment length changes only rounding.
-    `force_fp32` switches off the fp16 layers that the super-res generator uses on CUDA (SPEC §2.5).
+    from lr frames `t … t + 2·ctx` with the same `z` for all frames (one `z` per video), and the yielded lr chunk
+    holds the aligned centre frames `t + ctx`. Frames are independent given `z`, so the segment length changes only
+    rounding. `force_fp32` switches off the fp16 layers that the super-res generator uses on CUDA (its num_fp16_res
+    last layers).
     The arguments are checked when this is called; the frames are computed as the pairs are requested.
     """
     _check_positive_int("num_frames", num_frames)

@@ -1,4 +1,5 @@
-"""Tests for long_video_gan/streaming.py: windowed generation equals the one-shot generators (SPEC §1, §2.1, §5.1)."""
+"""Tests for long_video_gan/streaming.py: windowed generation equals the one-shot generators and the original
+generate.py's computation."""
 
 import pytest
 import torch
@@ -55,7 +56,7 @@ def test_plan_matches_spec_examples():
     assert plan.levels == (5, 4, 3, 2, 1, 0)
     assert plan.crop_starts == (8,) * 6
     assert plan.halos == (2,) * 6
-    # L=100: latent lengths [20, 20, 23, 29, 41, 66, 116, 100 x 5] (SPEC §1.11).
+    # L=100: latent lengths [20, 20, 23, 29, 41, 66, 116, 100 x 5] (VideoGenerator.compute_latent_lengths).
     plan = streaming.make_lres_plan(G, 100)
     assert plan.in_lengths == (20, 23, 29, 41, 66, 116)
     # L=17: the 544-sample full-rate latent is cropped to 17 starting at 263.
@@ -235,7 +236,7 @@ def tiny_pair(seed: int = 0):
 
 
 def original_generate(G_lres, G_sres, num_frames: int, seed: int):
-    """The original generate.py's computation (SPEC §5.1): one-shot lres, then 16-frame sres segments."""
+    """The original generate.py's computation: one-shot lres, then 16-frame sres segments."""
     gen = torch.Generator().manual_seed(seed)
     lr_len = -(-num_frames // 16) * 16 + 2 * G_sres.temporal_context
     with torch.no_grad():
