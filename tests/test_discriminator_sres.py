@@ -1,6 +1,6 @@
 """Tests of the super-resolution discriminator (long_video_gan/discriminator_sres.py): layout against the original's
-state dict, input handling of SPEC §3.2, conv semantics, and properties of a tiny configuration (incl. R1 through
-the ADA pipe)."""
+state dict, input handling (the up-sampled lr clip and the hr clip stacked in channels), conv semantics, and
+properties of a tiny configuration (incl. R1 through the ADA pipe)."""
 
 import copy
 import pickle

@@ -64,7 +64,7 @@ def test_default_state_dict_matches_reference(default_G):
 def test_default_fixed_buffers(default_G):
     emb = default_G.temporal_emb
     assert emb.blur_filters.shape == (128, 1, 5000)
-    # SPEC: 7.755 for the 125-tap filter, 49.12 for the 5000-tap one.
+    # The original release's values: 7.755 for the 125-tap filter, 49.12 for the 5000-tap one.
     assert emb.output_scale[0, 0, 0].item() == pytest.approx(7.755, abs=1e-3)
     assert emb.output_scale[0, -1, 0].item() == pytest.approx(49.12, abs=1e-2)
     taps = (emb.blur_filters[:, 0] != 0).int().argmax(dim=1)  # First non-zero tap of every row.
@@ -240,7 +240,7 @@ def test_pickles_load_without_package(tmp_path):
 
 
 def test_init_draw_order():
-    """Every weight is one N(0, 1) draw of its full shape from the global RNG, in the order of SPEC 1.13."""
+    """Every weight is one N(0, 1) draw of its full shape from the global RNG, in the original's order (below)."""
     G = _tiny_G(seed=9)
     torch.manual_seed(9)
     blocks = list(G.temporal_layers) + list(G.spatial_layers)
@@ -357,7 +357,7 @@ def test_constructor_errors_name_the_argument():
 
 
 def _direct_modconv3d(x, weight, styles, padding, input_gain=None, demodulate=True):
-    """SPEC 1.6 written out: explicit sums over kernel offsets on the zero-padded input (no conv call)."""
+    """temporal_modulated_conv3d written out: explicit sums over kernel offsets of the zero-padded input, no conv."""
     x, weight, styles = x.double(), weight.double(), styles.double()
     N, Ci, T, H, W = x.shape
     Co, _, kt, kh, kw = weight.shape

@@ -1,5 +1,5 @@
 """Tests of the super-resolution generator (long_video_gan/generator_sres.py): layout against the original's state
-dict, the 144x256 layer table of SPEC §2.6, and properties of a tiny configuration."""
+dict, the original release's 144x256 layer table, and properties of a tiny configuration."""
 
 import contextlib
 import copy
@@ -83,7 +83,7 @@ def test_default_layer_table(default_G):
     assert synthesis.L14_256_144_3.is_torgb and synthesis.L14_256_144_3.conv_kernel == 1
     assert [getattr(synthesis, n).is_critically_sampled for n in synthesis.layer_names] == [False] * 12 + [True] * 3
 
-    # Schedules of SPEC §2.6.
+    # The original release's schedules: stopbands, transition half-widths and sampling rates per layer.
     schedule = generator_sres.synthesis_schedule(256, 144, 3)
     f_t = [4.2871, 5.7891, 7.8173, 10.5561, 14.2544, 19.2484, 25.9921, 35.0984, 47.3951, 64, 86.4224, 116.7005]
     f_t += [157.5865] * 3
@@ -95,7 +95,7 @@ def test_default_layer_table(default_G):
 
 def test_default_filters_match_firwin(default_G):
     synthesis = default_G.SG3.synthesis
-    # (layer, up taps, up cutoff, up width, down taps, down cutoff, down width, tmp rate), SPEC §2.6.
+    # (layer, up taps, up cutoff, up width, down taps, down cutoff, down width, tmp rate), as in the original release.
     rows = [
         (0, 12, 2, 12, 12, 2, 12, 32),
         (3, 24, 4, 8, 12, 5.6569, 20.6863, 64),
@@ -114,7 +114,7 @@ def test_default_filters_match_firwin(default_G):
             np.testing.assert_allclose(filt.numpy(), ref, atol=1e-4)
     assert synthesis.L14_256_144_3.up_filter is None and synthesis.L14_256_144_3.down_filter is None
 
-    # Conditioning resamplers: ÷4, ÷2, identity, ×2, ×4, with the 12-tap s=2 filter values of SPEC §1.5.
+    # Conditioning resamplers: ÷4, ÷2, identity, ×2, ×4, with the 12-tap s=2 filter of the low-res Kaiser resamplers.
     kinds = [(type(m).__name__, getattr(m, "scale", 1)) for m in default_G.SG3.resamples]
     assert (
         kinds
@@ -135,7 +135,7 @@ def test_default_conditioning_sizes(default_G):
     assert resampled == {0: (21, 21), 4: (42, 42), 6: (84, 84), 8: (168, 168), 11: (336, 336)}
     assert SG3.cond_sizes[0] == [36, 29] and SG3.cond_sizes[11] == [276, 164] and SG3.cond_sizes[14] == [256, 144]
 
-    # Crops and replicate pads of SPEC §2.6, checked on position-coded maps.
+    # Crops and replicate pads of the original's synthesis layers, checked on position-coded maps.
     def coded(size):
         ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
         return (ys * 1000 + xs).to(torch.float32)[None, None]
@@ -153,7 +153,7 @@ def test_default_conditioning_sizes(default_G):
 
 
 def kaiser_1d_reference(row: np.ndarray, taps: np.ndarray, scale: int, up: bool) -> np.ndarray:
-    """SPEC §2.2 resamplers along one axis: replicate pad, zero insertion / padding, valid FIR, decimation."""
+    """The Kaiser resamplers along one axis: replicate pad, zero insertion / padding, valid FIR, decimation."""
     if up:
         row = np.pad(row, 1, mode="edge")
         inserted = np.zeros(len(row) * scale)
