@@ -192,12 +192,6 @@ def stage_generators(fake: bool) -> str:
     return figures
 
 
-def _fake_temporal_scale_augment(video, seq_length, max_octaves=1.0, generator=None):
-    """Shape stand-in for diff_augment.temporal_scale_augment under --fake: the real one reads its random scale on
-    the host (the clip length depends on it, as in the original), which data-less tensors cannot give."""
-    return video[:, :, :seq_length]
-
-
 def _batch(phase: str, c) -> dict:
     g = torch.Generator().manual_seed(3)
     ds = c.dataset_kwargs
@@ -215,7 +209,6 @@ def _batch(phase: str, c) -> dict:
 
 
 def stage_training(fake: bool, steps: int, phases=("lres", "sres")) -> str:
-    from long_video_gan import diff_augment
     from torch_utils import training_stats
 
     group = None
@@ -233,14 +226,9 @@ def stage_training(fake: bool, steps: int, phases=("lres", "sres")) -> str:
             n = 1 if fake else steps
             collector = None if fake else training_stats.Collector(regex="loss/.*")  # (Fake values cannot be read.)
             t0 = time.time()
-            with contextlib.ExitStack() as stack:
-                if fake:
-                    stack.enter_context(
-                        fc._patched(diff_augment, "temporal_scale_augment", _fake_temporal_scale_augment)
-                    )
-                for step in range(n):
-                    batches = iter([_batch(phase, c) for _ in range(3)])  # CPU tensors, as the data loader gives
-                    gan.train_step(step, lambda: next(batches))
+            for step in range(n):
+                batches = iter([_batch(phase, c) for _ in range(3)])  # CPU tensors, as the data loader gives
+                gan.train_step(step, lambda: next(batches))
             _sync()
             seconds = (time.time() - t0) / n
             for name, module in gan.modules().items():
@@ -250,7 +238,7 @@ def stage_training(fake: bool, steps: int, phases=("lres", "sres")) -> str:
                 figures.append(f"{phase}: {n} step on cuda (fake)")
                 continue
             collector.update()
-            losses = {name: collector.mean(name) for name in collector.names()}
+            losses = {name: collector.mean(name) for name in collector.names() if collector.num(name) > 0}
             flat = torch.cat([p.detach().flatten() for m in gan.modules().values() for p in m.parameters()])
             check = torch.tensor([sum(losses.values())], device=device)
             torch.distributed.all_reduce(check)  # Through NCCL.
