@@ -159,7 +159,7 @@ def main(
             raise click.ClickException(f"--dtype bf16: {err}")
         fast_cpu.set_conv_dtype(torch.bfloat16)
 
-    # The original leaves the torch 1.12 defaults: cuDNN TF32 on, matmul TF32 off (SPEC conventions).
+    # The original leaves the torch 1.12 defaults: cuDNN TF32 on, matmul TF32 off.
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = False
 

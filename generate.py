@@ -203,7 +203,7 @@ def main(
     if segment_length is None:
         segment_length = 16 if device.type == "cuda" else 4
 
-    # Strict fp32 (SPEC conventions): TF32 would change GPU results by about 1e-3 relative.
+    # Strict fp32 (CPU-equal results): TF32 would change GPU results by about 1e-3 relative.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
 

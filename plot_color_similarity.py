@@ -1,7 +1,7 @@
 """Plot colour similarity versus frame separation for LongVideoGAN (Brooks et al., NeurIPS 2022) videos and a dataset.
 
 Whether a generator makes new content over time shows in how fast the colours of its frames drift away from those of
-the first frame; the same curve of real clips is the target (measure: long_video_gan/color_similarity.py, SPEC §5.3).
+the first frame; the same curve of real clips is the target (measure: long_video_gan/color_similarity.py).
 """
 
 import os

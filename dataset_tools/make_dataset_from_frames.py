@@ -1,4 +1,4 @@
-"""Convert directories of image frames into a LongVideoGAN dataset partition (SPEC §6.3, frames tool)."""
+"""Convert directories of image frames into a LongVideoGAN dataset partition (the original's frames tool)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Convert a directory tree of video files into a LongVideoGAN dataset partition (SPEC §6.3, videos tool)."""
+"""Convert a directory tree of video files into a LongVideoGAN dataset partition (the original's videos tool)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Download YouTube videos listed in a clip config and convert their intervals into a LongVideoGAN dataset
-partition (SPEC §6.3, YouTube tool; configs for the paper's datasets are in ``dataset_tools/youtube_configs``).
+partition (the original's YouTube tool; configs for the paper's datasets are in ``dataset_tools/youtube_configs``).
 
 Config: ``{"<video_id>": ["<start> <end>", ...], ...}`` with times as ``[[H:]M:]S``. Partitioning is over the
 flattened (video, interval) list in file order. Unlike the original, only the videos of the selected partition

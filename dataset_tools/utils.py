@@ -1,10 +1,10 @@
 """Shared pieces of the LongVideoGAN dataset tools: the sharded ZIP writer, JPEG encoding and frame resizing.
 
-On-disk format (SPEC §6.1): ``<root>/HHHHxWWWW/partition_NNNN.zip``, an uncompressed (STORED) ZIP holding JPEG
-frames at ``<clip_path>/<frame_name>`` and, written last, a root entry ``frame_paths.json`` mapping each clip
-path to its frame names in temporal order.
+On-disk format (the original release's; long_video_gan/dataset.py reads it): ``<root>/HHHHxWWWW/partition_NNNN.zip``,
+an uncompressed (STORED) ZIP holding JPEG frames at ``<clip_path>/<frame_name>`` and, written last, a root entry
+``frame_paths.json`` mapping each clip path to its frame names in temporal order.
 
-Deliberate differences from the original tools (SPEC §9.12), all compatible with the original reader:
+Deliberate differences from the original tools (they fix its weaknesses), all compatible with the original reader:
 
 * JPEGs are quality 100 with 4:4:4 chroma (no subsampling); the original meant to but wrote 4:2:0.
 * A shard is written to a temporary file next to its final name and renamed only once ``frame_paths.json`` is
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FRAME_PATHS_NAME = "frame_paths.json"  # Root ZIP entry listing clips and frame names (SPEC §6.1).
+FRAME_PATHS_NAME = "frame_paths.json"  # Root ZIP entry listing clips and frame names.
 JPEG_QUALITY = 100  # Quality of every JPEG our tools write.
-JPEG_SUBSAMPLING = 0  # PIL code for 4:4:4 chroma, i.e. no chroma subsampling (fix of SPEC §9.12).
+JPEG_SUBSAMPLING = 0  # PIL code for 4:4:4 chroma, i.e. no chroma subsampling (the original wrote 4:2:0).
 TEMP_SUFFIX = ".partial"  # Marks an unfinished shard; never matches the readers' `*.zip` pattern.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # Fixed entry timestamp, so equal inputs give byte-identical shards.
 
@@ -66,7 +66,7 @@ def shard_path(
     output_dir: str | os.PathLike, partition: int, height: int | None = None, width: int | None = None
 ) -> Path:
     """Final path of a shard: ``<output_dir>/HHHHxWWWW/partition_NNNN.zip``, or directly in ``output_dir`` when
-    no height/width is given (the videos tool's long-edge and source-size modes, SPEC §6.3)."""
+    no height/width is given (the videos tool's long-edge and source-size modes, as in the original)."""
     root = Path(output_dir)
     if height is not None and width is not None:
         root = root / resolution_dir_name(height, width)
@@ -133,7 +133,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def center_crop_and_resize(image: Image.Image, height: int, width: int) -> Image.Image:
     """Centre-crop ``image`` to the aspect ratio of ``height`` x ``width`` and Lanczos-resize it to that size.
 
-    Exactly the original's arithmetic (SPEC §6.3): with ``s_h = src_h / height`` and ``s_w = src_w / width`` the
+    Exactly the original tools' arithmetic: with ``s_h = src_h / height`` and ``s_w = src_w / width`` the
     longer relative side is cropped to a float length, the float crop box is rounded by PIL (half to even), then
     resized. No crop when the aspect ratios are equal.
     """
@@ -154,7 +154,7 @@ def center_crop_and_resize(image: Image.Image, height: int, width: int) -> Image
 
 
 def resize_long_edge(image: Image.Image, long_edge: int) -> Image.Image:
-    """Lanczos-resize ``image`` so its longer side is ``long_edge`` px, keeping the aspect ratio (SPEC §6.3)."""
+    """Lanczos-resize ``image`` so its longer side is ``long_edge`` px, keeping the aspect ratio (as the original)."""
     w, h = image.size
     scale = long_edge / max(w, h)
     size = (round(w * scale), round(h * scale))

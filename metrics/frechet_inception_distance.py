@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance (Heusel et al. 2017) on frames, as used by LongVideoGAN (SPEC §7.1, §7.3).
+"""Fréchet Inception Distance (Heusel et al. 2017) on frames, as used in the LongVideoGAN paper's evaluation.
 
 ``fid50k_full`` compares every real frame, each weighted by 1/(frames in its clip) so that every clip counts
 equally, against 50,000 generated frames (one frame per generated sample).

@@ -1,4 +1,4 @@
-"""Fréchet Video Distance (Unterthiner et al. 2018) with the Kinetics-400 I3D, as used by LongVideoGAN (SPEC §7.1).
+"""Fréchet Video Distance (Unterthiner et al. 2018) with the Kinetics-400 I3D used in the LongVideoGAN paper.
 
 Real clips are random windows of random clips (clip-uniform); generated clips are cropped at random offsets. With
 subsample_factor s, a clip is num_frames frames taken every s-th frame (a span of (num_frames - 1) * s + 1 frames).

@@ -1,4 +1,4 @@
-"""Inception Score (Salimans et al. 2016) of generated frames, as used by LongVideoGAN (SPEC §7.1, §7.3).
+"""Inception Score (Salimans et al. 2016) of generated frames, as used in the LongVideoGAN paper's evaluation.
 
 Needs the class probabilities of the original inception-2015-12-05.pkl (the packaged Inception has no classifier).
 """

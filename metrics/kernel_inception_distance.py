@@ -1,4 +1,4 @@
-"""Kernel Inception Distance (Bińkowski et al. 2018) on frames, as used by LongVideoGAN (SPEC §7.1, §7.3).
+"""Kernel Inception Distance (Bińkowski et al. 2018) on frames, as used in the LongVideoGAN paper's evaluation.
 
 Unbiased MMD² with the cubic polynomial kernel k(a, b) = (a·b / d + 1)³, averaged over random subsets, reported
 ×1000. Real frame weights are ignored.

@@ -1,4 +1,4 @@
-"""Registry of the LongVideoGAN metrics (Brooks et al. 2022, SPEC §7.1): name -> function, runs, JSONL reports.
+"""Registry of the LongVideoGAN metrics (Brooks et al. 2022, its evaluation): name -> function, runs, JSONL reports.
 
 Each registered metric takes a MetricOptions and returns a dict of named floats; calc_metric adds timing, the
 world size and the detectors used. The paper protocol is the default; MetricOptions.num_gen / max_real shrink it

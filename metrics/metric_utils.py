@@ -1,16 +1,19 @@
-"""Shared machinery of the LongVideoGAN metrics (Brooks et al. 2022, SPEC §7): options, feature statistics, the
-real-data statistics cache, and the sampling of real and generated clips.
+"""Shared machinery of the LongVideoGAN metrics (Brooks et al. 2022, the metrics of its evaluation): options,
+feature statistics, the real-data statistics cache, and the sampling of real and generated clips.
 
-Protocol (SPEC §7.4-7.5), with these deliberate differences from the original release:
+Protocol (the original release's sampling of real and generated clips), with these deliberate differences from
+the original release:
 
 * Every random choice is seeded (``MetricOptions.seed``): real windows are a function of (seed, position), so real
   statistics do not depend on the number of ranks, workers or the batch size; generator noise comes from
   ``torch.Generator`` objects seeded per rank and run. The original drew from unseeded global RNGs.
 * The real-data cache is keyed by the dataset's content (ZIP names and the CRC32 and size of every entry), the
-  detector's SHA-256 and the options, not by the dataset path (SPEC §9.8).
+  detector's SHA-256 and the options, not by the dataset path (the original pickled the dataset object, path
+  included).
 * The crop of generated clips loops over the samples actually generated, so metrics with a batch above 4 work
-  (KID, IS, video IS; SPEC §9.7), and with real conditioning the low-res clip length includes the subsampling
-  factor, so ``fvd2048_128f_subsample8f`` works during super-resolution training (SPEC §9.7).
+  (KID, IS, video IS; the original failed with an index error), and with real conditioning the low-res clip length
+  includes the subsampling factor, so ``fvd2048_128f_subsample8f`` works during super-resolution training (the
+  original failed its frame-count check).
 * ``num_gen`` / ``max_real`` override the paper counts for quick runs (the defaults keep the paper protocol).
 """
 
@@ -155,7 +158,7 @@ def run_detector(detector, video_uint8: torch.Tensor, image: bool, detector_kwar
     """Features of uint8 videos [N, C, T, H, W]: per clip (video detectors) or per frame (image detectors)."""
     assert video_uint8.ndim == 5 and video_uint8.dtype == torch.uint8, (video_uint8.shape, video_uint8.dtype)
     if video_uint8.shape[1] == 1:
-        video_uint8 = video_uint8.repeat(1, 3, 1, 1, 1)  # One-channel input is repeated to RGB (SPEC §7.3).
+        video_uint8 = video_uint8.repeat(1, 3, 1, 1, 1)  # One-channel input is repeated to RGB, as in the original.
     if image:
         n, c, t, h, w = video_uint8.shape
         video_uint8 = video_uint8.permute(0, 2, 1, 3, 4).reshape(n * t, c, h, w)  # [N*T, C, H, W]
@@ -438,7 +441,7 @@ def _per_image_dataset(dataset_kwargs, seq_length: int = 1):
 
 
 def _random_window_items(opts: MetricOptions, dataset_len: int, num_items: int, seed: int) -> tuple:
-    """Clip-uniform random windows (an endless shuffled pass over the clips, SPEC §7.4): (items, count)."""
+    """Clip-uniform random windows (an endless shuffled pass over the clips, as in the original): (items, count)."""
     g = torch.Generator().manual_seed(derive_seed(seed, "clip-order"))
     if opts.single_sample_per_video:
         num_items = min(num_items, dataset_len)
@@ -452,7 +455,7 @@ def _random_window_items(opts: MetricOptions, dataset_len: int, num_items: int, 
 
 
 def _first_items(opts: MetricOptions, dataset_len: int, cap: Optional[int], seed: int) -> tuple:
-    """The first min(len, cap) items in dataset order, shuffled (the original's capped subsets, SPEC §7.4)."""
+    """The first min(len, cap) items in dataset order, shuffled (the original's capped subsets)."""
     num_items = dataset_len if cap is None else min(dataset_len, cap)
     g = torch.Generator().manual_seed(derive_seed(seed, "item-order"))
     order = torch.randperm(num_items, generator=g).tolist()
@@ -581,7 +584,7 @@ def generate_videos(
     cpu_gen: torch.Generator,
     cond: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Generate `num` videos of `length` frames in one of the three modes of SPEC §7.5 -> [N, 3, length, H, W]."""
+    """Generate `num` videos of `length` frames in one of three modes (below) -> [N, 3, length, H, W]."""
     if cond is not None:
         # Mode 3: super-res G on real low-res clips with temporal_context frames on each side.
         video = G(cond.to(opts.device, torch.float32), generator_z=gen, **opts.G_kwargs)
@@ -647,7 +650,7 @@ def compute_feature_stats_for_generator(
     gen = torch.Generator(opts.device).manual_seed(derive_seed(opts.seed, "G", run_index, opts.rank))
     cpu_gen = torch.Generator().manual_seed(derive_seed(opts.seed, "crop", run_index, opts.rank))
 
-    # Mode 3: real low-res conditioning (SPEC §7.5); the clip length includes the subsampling (fixes §9.7).
+    # Mode 3: real low-res conditioning; the clip length includes the subsampling (the original's did not).
     cond_iter = None
     if opts.cond_dataset_kwargs is not None:
         context = int(G.temporal_context)

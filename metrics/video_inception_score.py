@@ -1,4 +1,4 @@
-"""Video Inception Score with the UCF-101 C3D (Saito et al. 2017), as used by LongVideoGAN (SPEC §7.1, §7.3).
+"""Video Inception Score with the UCF-101 C3D (Saito et al. 2017), as used in the LongVideoGAN paper's evaluation.
 
 Needs the original c3d_ucf101.pt (no packaged fallback). The clips are passed to it as uint8 [N, 3, 16, H, W];
 its internal preprocessing has not been checked here (no copy of the file was available offline).
