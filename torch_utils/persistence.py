@@ -1,6 +1,6 @@
 """Pickles that carry their own source code: save a network, load it later without the defining source tree.
 
-Format (SPEC §8.1, version 6, identical to the original release so that its pickles load here and ours load there):
+Format (version 6, identical to the original release so that its pickles load here and ours load there):
 a persistent object is reduced to `torch_utils.persistence._reconstruct_persistent_obj(meta)`, where `meta` is a
 plain dict with exactly the keys `type` ("class"), `version` (6), `module_src` (full source text of the module that
 defines the class), `class_name` and `state` (the instance `__dict__`). On load the source is executed once into a

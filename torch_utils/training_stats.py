@@ -1,4 +1,4 @@
-"""Running statistics (count, mean, std) of named scalars, reported anywhere and collected across ranks (SPEC §8.3).
+"""Running statistics (count, mean, std) of named scalars, reported anywhere and collected across ranks.
 
 Example:
     from torch_utils import training_stats

@@ -1,4 +1,4 @@
-// Fused bias, activation, gain and clamp (SPEC §8.4): the per-element arithmetic, shared by the CUDA kernel
+// Fused bias, activation, gain and clamp (bias_act.py): the per-element arithmetic, shared by the CUDA kernel
 // (bias_act.cu) and the host loop (bias_act.cpp) so that a machine without a GPU can test the kernel's numerics.
 //
 // One element, with v = x + b[channel], everything computed in the accumulation type (float32 for float16 and

@@ -1,5 +1,5 @@
 """Fused bias add, activation, gain and clamp, the per-layer nonlinearity of StyleGAN-family networks and of
-LongVideoGAN (SPEC §8.4).
+LongVideoGAN.
 
 `bias_act(x, b, act=..., gain=..., clamp=...)` computes `clamp(act(x + b) * gain, -clamp, clamp)` with `b` broadcast
 along dimension `dim`. `activation_funcs` names the supported activations and their default slope (`def_alpha`,

@@ -1,4 +1,4 @@
-"""Drop-in `conv2d` / `conv_transpose2d` with the switches that StyleGAN-family code expects (SPEC §8.4).
+"""Drop-in `conv2d` / `conv_transpose2d` with the switches that StyleGAN-family code expects.
 
 Older PyTorch releases (before 1.11) lacked efficient double backward for convolutions on CUDA, which the R1
 penalty needs; the original release shipped a replacement for that case only. On the PyTorch versions this project

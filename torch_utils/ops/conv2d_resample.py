@@ -1,5 +1,5 @@
 """2-D convolution combined with FIR up-/down-sampling, as used by StyleGAN2-style layers such as LongVideoGAN's
-super-resolution discriminator (SPEC §8.4, §3.2).
+super-resolution discriminator (long_video_gan/discriminator_sres.py).
 
 `conv2d_resample(x, w, f, up, down, padding)` computes, per axis:
 
@@ -10,7 +10,7 @@ super-resolution discriminator (SPEC §8.4, §3.2).
 
 `P` is the user padding plus `((fw + up - 1) // 2, (fw - up) // 2)` when up-sampling and plus
 `((fw - down + 1) // 2, (fw - down) // 2)` when down-sampling (likewise `fh` for height). The computation is
-reordered into the cheapest equivalent form (branches a-f of SPEC §8.4), e.g. a transposed convolution with
+reordered into the cheapest equivalent form (branches a-f in the code below), e.g. a transposed convolution with
 stride `up` in place of zero insertion followed by a convolution.
 
 Example, a 3x3 convolution followed by 2x down-sampling with the `[1, 3, 3, 1]` filter:

@@ -1,15 +1,16 @@
 """Fast CPU inference paths for the ops of torch_utils.ops and the modulated convolutions of StyleGAN-family
-generators (issue 12). Each function here computes the same result as a reference path (equal within float32
-rounding) but skips work the reference does only for simplicity:
+generators, which make generation on a CPU several times faster. Each function here computes the same result as a
+reference path (equal within float32 rounding) but skips work the reference does only for simplicity:
 
 * `upfirdn2d` / `filtered_lrelu`: polyphase FIR resampling in a compiled C++ kernel (`fast_cpu.cpp`). Up-sampling
   by zero insertion becomes `up` short filters on the real samples; decimation computes only the kept outputs;
   bias, leaky ReLU, gain and clamp are fused between the two FIR stages, which stream through a small row buffer.
 * `bias_act`: bias, linear / leaky-ReLU activation, gain and clamp in one pass.
-* `modulated_conv2d`: the per-sample modulated weights of a grouped convolution (SPEC §2.4) replaced by scaling
-  the activations (input channels by the styles, output channels by the demodulation coefficients) around one
-  shared-weight convolution, so the whole batch runs as one large convolution.
-* `temporal_modulated_conv3d`: the modulation of SPEC §1.6 with the input gain and styles folded into one multiply.
+* `modulated_conv2d`: the per-sample modulated weights of a grouped convolution (generator_sres.modulated_conv2d)
+  replaced by scaling the activations (input channels by the styles, output channels by the demodulation
+  coefficients) around one shared-weight convolution, so the whole batch runs as one large convolution.
+* `temporal_modulated_conv3d`: the per-frame modulation of generator_lres.temporal_modulated_conv3d with the input
+  gain and styles folded into one multiply.
 
 The fast paths are used only for inference on CPU: tensors on the CPU, float32 or bfloat16, and no gradient
 required. (Training on the CPU reaches the polyphase `upfirdn2d` too, through the autograd Function of
@@ -347,7 +348,7 @@ def modulated_conv2d(
     padding: int = 0,  # Zero padding on every side.
     input_gain: torch.Tensor = None,  # Scalar (or [I] / [N, I]) gain of the input channels.
 ) -> torch.Tensor:
-    """StyleGAN3-form modulated convolution (SPEC §2.4) as one shared-weight convolution of the whole batch.
+    """generator_sres.modulated_conv2d (StyleGAN3 form) as one shared-weight convolution of the whole batch.
 
     Equal to the grouped per-sample form up to rounding: `conv(x, w * s[n] * d[n] * g) = d[n] * conv(x * s[n] * g, w)`
     because the styles and the input gain scale input channels and the demodulation scales output channels. Returns
@@ -392,8 +393,8 @@ def modulated_conv2d(
 
 
 def temporal_modulated_conv3d(x, weight, styles, padding, input_gain, demodulate):
-    """SPEC §1.6 with the input gain folded into the per-frame styles (one pass over x instead of two) and the weight
-    normalization prepared once per weight version.
+    """generator_lres.temporal_modulated_conv3d with the input gain folded into the per-frame styles (one pass over x
+    instead of two) and the weight normalization prepared once per weight version.
 
     Arguments as the reference `temporal_modulated_conv3d`; returns `[N, Co, T, H, W]` in the dtype of `x`.
     """

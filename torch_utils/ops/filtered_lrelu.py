@@ -1,5 +1,5 @@
 """Alias-free leaky ReLU: bias, FIR up-sampling, leaky ReLU, clamp and FIR down-sampling in one op, the nonlinearity
-of StyleGAN3 synthesis layers used by LongVideoGAN's super-resolution generator (SPEC §8.4, §2.5).
+of StyleGAN3 synthesis layers used by LongVideoGAN's super-resolution generator (paper Sec. 3.2).
 
 Stages, per channel:
 
@@ -92,7 +92,7 @@ def _check_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, impl) -> tu
 
 
 def _output_size(in_size: int, up: int, down: int, p0: int, p1: int, fu_taps: int, fd_taps: int) -> int:
-    """Output samples along one axis (SPEC §8.4)."""
+    """Output samples along one axis: the up-sampled, padded length less both filters' spans, then decimated."""
     return (in_size * up + p0 + p1 - (fu_taps - 1) - (fd_taps - 1) + (down - 1)) // down
 
 

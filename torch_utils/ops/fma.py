@@ -1,5 +1,5 @@
 """Fused multiply-add `a * b + c` with broadcasting, whose gradients are reduced back to each operand's shape
-(SPEC §8.4; not used by the LongVideoGAN networks, kept for code written against the StyleGAN-family API).
+(not used by the LongVideoGAN networks, kept for code written against the StyleGAN-family API).
 
 Example:
 

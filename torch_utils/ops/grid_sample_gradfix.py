@@ -1,5 +1,5 @@
 """Bilinear `grid_sample` whose gradient can itself be differentiated, for the R1 penalty through the geometric
-augmentation of ADA (SPEC §8.4, §4.9).
+augmentation of ADA (long_video_gan/augment.py).
 
 `grid_sample(input, grid)` is `torch.nn.functional.grid_sample` with `mode="bilinear"`, `padding_mode="zeros"` and
 `align_corners=False`. With the module flag `enabled` set (both training scripts set it), it runs as a custom

@@ -1,4 +1,4 @@
-// One FIR pass of upfirdn2d (SPEC §8.4): zero-insertion by `up`, zero padding, a valid FIR filter and decimation by
+// One FIR pass of upfirdn2d (upfirdn2d.py): zero-insertion by `up`, zero padding, a valid FIR filter and decimation by
 // `down`, evaluated in gather form (one output sample at a time, reading only the input samples that meet a nonzero
 // tap). Shared by the upfirdn2d and filtered_lrelu plugins, and by each plugin's CUDA kernel (the .cu files) and host
 // loop (the .cpp files), so that a machine without a GPU can test the kernel's arithmetic.

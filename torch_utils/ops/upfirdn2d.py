@@ -1,5 +1,5 @@
 """FIR up-sampling, filtering and down-sampling of images ("upfirdn"), the resampling primitive of StyleGAN-family
-networks and of LongVideoGAN's resamplers (SPEC §8.4, §1.5).
+networks and of LongVideoGAN's resamplers (generator_lres.py's Kaiser filters, the [1, 3, 3, 1] filters).
 
 The operation, per channel and per axis (x = width, y = height):
 
