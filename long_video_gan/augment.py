@@ -3,8 +3,8 @@ LongVideoGAN (Brooks et al., NeurIPS 2022): one random transform per video, shar
 
 Geometric ops compose one inverse 2-D transform that is applied in a single resampling pass (reflect-pad, 2x
 symlet-6 up-sampling, bilinear sampling, 2x down-sampling, crop) at the original's sample positions, including its
-half-sample shift around the up-sampling; colour ops compose one 4x4 RGB matrix. See SPEC §4.9 for the op list,
-gating and draw order.
+half-sample shift around the up-sampling; colour ops compose one 4x4 RGB matrix. The op list, gating and draw
+order are the original's (AugmentPipe and its forward pass).
 """
 
 import math
@@ -429,7 +429,7 @@ def in_augment_pipe() -> AugmentPipe:
 
 @persistence.persistent_class
 class AdaController:
-    """Adjusts an AugmentPipe's p toward a target rate of positive real-logit signs (SPEC §4.9).
+    """Adjusts an AugmentPipe's p toward a target rate of positive real-logit signs, as ADA does.
 
     Usage in a training loop (D step, then every `interval` steps including step 0):
 

@@ -4,7 +4,7 @@ Each RGB channel of a uint8 frame is quantised by rounding to `NUM_LEVELS` = 20 
 the two end bins are half as wide as the others; the three channels give one of 20³ = 8000 joint colour bins. The
 similarity of frame t to frame 0 is the intersection of their colour histograms normalised by the pixel count,
 sum over bins of min(count_t, count_0) / (H · W): 1 for identical colour distributions, 0 for disjoint ones
-(SPEC §5.3). Over many videos the curve is summarised by its mean and sample standard deviation (n − 1).
+(the original's measure). Over many videos the curve is summarised by its mean and sample standard deviation (n − 1).
 
 Example:
     sims = color_similarity(frames)  # frames: uint8 [N, T, H, W, 3] -> float64 [N, T], sims[:, 0] == 1

@@ -1,9 +1,9 @@
 """Video clip datasets over sharded ZIPs of JPEG frames, as used to train LongVideoGAN (Brooks et al. 2022).
 
-Layout (SPEC §6.1): ``<dataset_dir>/HHHHxWWWW/<partition>.zip``, each ZIP holding JPEG frames at
+Layout (the original release's): ``<dataset_dir>/HHHHxWWWW/<partition>.zip``, each ZIP holding JPEG frames at
 ``<clip_path>/<frame_name>`` and a root ``frame_paths.json`` mapping clip path -> frame names in temporal order.
 
-Three datasets (SPEC §6.2), returning float32 videos ``[C, T, H, W]`` in ``[-1, 1]`` (``2 * v / 255 - 1``):
+Three datasets (those of the original), returning float32 videos ``[C, T, H, W]`` in ``[-1, 1]`` (``2 * v / 255 - 1``):
 
 * ``VideoDataset``: one item per clip long enough; a random start and frame spacing per item (low-res training,
   video metrics).
@@ -18,7 +18,7 @@ Deliberate differences from the original, none of which changes the result on a 
 
 * Frames that are not RGB (grayscale, RGBA, palette, CMYK JPEGs) are converted to RGB; the original crashed.
 * ``VideoDatasetTwoRes`` takes ``hr_frame_slice`` to decode only some hr frames (super-resolution training
-  needs all 12 lr frames but only the centre 4 hr frames, SPEC §9.11); the default reads all of them.
+  needs all 12 lr frames but only the centre 4 hr frames; the original decoded all 12); the default reads all of them.
 * Bad datasets raise errors naming the path and what was expected; clips too short to be used are counted
   in a warning.
 """
@@ -316,7 +316,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
 
 class VideoDatasetTwoRes(VideoDataset):
-    """The same random clip at a low and a high resolution (same frames, same flip; SPEC §6.2).
+    """The same random clip at a low and a high resolution (same frames, same flip).
 
     Both resolutions must hold the same partitions, clip paths and frame names. The three random draws are
     made once (on the low-res clip lengths, which equal the high-res ones); all lr frames are decoded before
@@ -427,7 +427,7 @@ class VideoDatasetTwoRes(VideoDataset):
 
 
 class VideoDatasetPerImage(torch.utils.data.Dataset):
-    """Every window of ``seq_length`` consecutive frames of every clip (image metrics; SPEC §6.2, §7.4).
+    """Every window of ``seq_length`` consecutive frames of every clip (image metrics).
 
     Items are ordered by partition name, clip path, then window start. Clips shorter than ``seq_length``
     contribute nothing. The only random draw is the optional flip. Returns ``{"video": [3, T, H, W],

@@ -1,6 +1,6 @@
 """Differentiable augmentation of whole video clips for the low-res discriminator of LongVideoGAN.
 
-Two pieces (SPEC §4.4, §4.8):
+Two pieces, applied in this order to real, fake and R1 inputs alike, as in the original release:
 
 * `diff_augment`: the "color,translation,cutout" policy of DiffAugment (Zhao et al., NeurIPS 2020) applied to
   videos, with one set of parameters per clip shared by all its frames.
@@ -9,7 +9,7 @@ Two pieces (SPEC §4.4, §4.8):
 
 Every random draw is made per sample, on the clip's device, from the given `torch.Generator` (or that device's
 default generator when None), in a fixed order, so a seeded generator reproduces the augmentation exactly. All ops
-are differentiable to any order with respect to the input, which the R1 penalty needs (SPEC §4.2).
+are differentiable to any order with respect to the input, which the R1 penalty needs.
 """
 
 import math
@@ -69,8 +69,8 @@ def rand_translation(
 ) -> torch.Tensor:
     """Shifts each clip by whole pixels, filling with zeros.
 
-    The shift range `round(ratio * max(H, W))` comes from the long edge and is used for both axes (SPEC §9.15), so
-    a 36x64 clip moves by up to 16 px vertically too. Output pixel (y, x) reads input pixel (y + t_h, x + t_w).
+    The shift range `round(ratio * max(H, W))` comes from the long edge and is used for both axes (as in the original),
+    so a 36x64 clip moves by up to 16 px vertically too. Output pixel (y, x) reads input pixel (y + t_h, x + t_w).
     """
     n, c, t, h, w = video.shape
     shift = int(round(ratio * max(h, w)))
@@ -124,7 +124,7 @@ def diff_augment(
 ) -> torch.Tensor:
     """Applies the DiffAugment ops named in `policy` (comma separated, in that order) to `video` [N, C, T, H, W].
 
-    Every op runs with probability 1 and draws fresh parameters per clip at each call (SPEC §4.8).
+    Every op runs with probability 1 and draws fresh parameters per clip at each call, as in the original.
     """
     _check_video(video)
     names = [p.strip() for p in policy.split(",") if p.strip()]
@@ -148,7 +148,7 @@ def temporal_scale_augment(
 ) -> torch.Tensor:
     """Resamples each clip in time by a random factor and returns a random window of `seq_length` frames.
 
-    Per sample, in this order (SPEC §4.4): `u ~ U(-max_octaves, max_octaves)` and factor `s = 2**u`; the clip is
+    Per sample, in the original's order: `u ~ U(-max_octaves, max_octaves)` and factor `s = 2**u`; the clip is
     linearly resampled to `floor(T*s)` frames (output frame i reads source position `(i + 0.5)/s - 0.5`, clamped to
     the clip; no anti-alias filter when speeding up: frames are simply skipped); if shorter than
     `seq_length`, zeros are padded with `pad_before ~ U{0 .. seq_length - T'}` and the rest after (`pad_before` is drawn

@@ -81,7 +81,7 @@ def _to_json_value(value: object, where: str) -> object:
     """A constructor argument as plain JSON data (tuples become lists, numpy scalars Python numbers)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, np.generic):  # The original's super-res kwargs may hold numpy scalars (SPEC §8.1).
+    if isinstance(value, np.generic):  # The original's super-res kwargs may hold numpy scalars.
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()

@@ -620,8 +620,9 @@ class ToRGB(torch.nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # The low-res video generator.
 
-# Layer table (Sec. 1.10 of SPEC): which temporal blocks up-sample time, and the spatial ladder level (0 = coarsest)
-# of every block's output. Spatial up-sampling happens where the level's size differs from the previous one.
+# Layer table (the original's, for 36x64 output): which temporal blocks up-sample time, and the spatial ladder level
+# (0 = coarsest) of every block's output. Spatial up-sampling happens where the level's size differs from the previous
+# one.
 _TEMPORAL_UP = (True, True, True, True, True, False)
 _TEMPORAL_LEVELS = (0, 1, 1, 2, 2, 2)
 _SPATIAL_LEVELS = (3, 3, 4, 4)
@@ -750,7 +751,7 @@ class VideoGenerator(torch.nn.Module):
         return (self.heights[prev_level], self.widths[prev_level]) != (self.heights[level], self.widths[level])
 
     # ------------------------------------------------------------------------------------------------------------
-    # Sequence-length bookkeeping (SPEC Sec. 1.11).
+    # Sequence-length bookkeeping: how many frames each temporal block takes and gives.
 
     def compute_seq_lengths(self, seq_length: int) -> Tuple[int, List[int]]:
         """Return (input length T_in, [output length of temporal block 0..5]) for a video of `seq_length` frames.

@@ -179,7 +179,7 @@ def modulated_conv2d(
     padding: int = 0,  # Zero padding on every side.
     input_gain: torch.Tensor | None = None,  # Scalar (or [I] / [N, I]) gain applied to the input channels.
 ) -> torch.Tensor:
-    """StyleGAN3-form modulated convolution (correlation, grouped over the batch); see SPEC §2.4."""
+    """StyleGAN3-form modulated convolution (correlation, grouped over the batch)."""
     batch_size = int(x.shape[0])
     out_channels, in_channels, kh, kw = w.shape
     misc.assert_shape(w, [out_channels, in_channels, kh, kw])
@@ -375,7 +375,7 @@ def synthesis_schedule(
     last_stopband_rel: float = 2**0.3,
     margin_size: int = 10,
 ) -> dict:
-    """Per-layer cutoffs, stopbands, sampling rates, half-widths, sizes ([W, H]) and channels (SPEC §2.6)."""
+    """Per-layer cutoffs, stopbands, sampling rates, half-widths, sizes ([W, H]) and channels, as the original."""
     img_resolution = max(img_width, img_height)
     last_cutoff = img_resolution / 2
     last_stopband = last_cutoff * last_stopband_rel
