@@ -101,7 +101,7 @@ def make_cases(batch: int, device: torch.device) -> list[dict]:
         lambda x, impl: upfirdn2d.upsample2d(x, f12, up=2, impl=impl),
     )
 
-    # filtered_lrelu: super-resolution synthesis layers (SPEC §2.6) and the ToRGB form.
+    # filtered_lrelu: super-resolution synthesis layers (generator_sres) and the ToRGB form.
     for name, channels, (in_h, in_w), fu, up, (out_h, out_w) in [
         ("layer 0-2: 38x31 up 2", 512, (31, 38), fu12, 2, (29, 36)),
         ("layer 3: 38x31 up 4", 512, (31, 38), fu24, 4, (38, 52)),

@@ -1,4 +1,4 @@
-"""Helpers shared by the op tests: a direct loop evaluation of upfirdn2d (SPEC §8.4).
+"""Helpers shared by the op tests: a direct loop evaluation of upfirdn2d (one output sample at a time).
 
 Example (in a test module)::
 

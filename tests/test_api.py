@@ -135,7 +135,7 @@ def test_iter_video_frames_formats():
     assert len(frames) == len(tensors) == 21
     assert frames[0].dtype == np.uint8 and frames[0].shape == (18, 32, 3)
     assert tensors[0].dtype == torch.float32 and tensors[0].shape == (3, 18, 32)
-    # Same as the one-shot video of the original's length ceil(21/16)*16 = 32, mapped with the SPEC rule.
+    # Same as the one-shot video of the original's length ceil(21/16)*16 = 32, mapped to uint8 as the writers do.
     with torch.no_grad():
         ref = G(1, 32, generator_emb=torch.Generator().manual_seed(4))[:, :, :21]
     assert (torch.stack(tensors, dim=1)[None] - ref).abs().max().item() <= 1e-5

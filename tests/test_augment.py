@@ -1,4 +1,4 @@
-"""Tests of the ADA video augmentation pipe and its p controller (long_video_gan/augment.py, SPEC §4.9)."""
+"""Tests of the ADA video augmentation pipe and its p controller (long_video_gan/augment.py)."""
 
 import copy
 import math
@@ -37,7 +37,7 @@ def test_p_zero_is_near_identity():
     pipe = augment.ada_pipe()
     assert float(pipe.p) == 0
     out = pipe(video, generator=gen(1))
-    assert (out - video).abs().max() < 1e-4  # The geometric pass still runs (SPEC: max error about 5e-5).
+    assert (out - video).abs().max() < 1e-4  # The geometric pass still runs (the original's max error: about 5e-5).
     in_pipe = augment.in_augment_pipe()
     in_pipe.p.zero_()
     assert (in_pipe(video, generator=gen(1)) - video).abs().max() < 1e-4
@@ -93,7 +93,7 @@ def test_pixel_blitting_maps_planes_to_flipped_and_rotated_planes():
     assert bool((matches.sum(dim=1) == 1).all()) and int(matches.any(dim=0).sum()) > 2
 
 
-# The geometric pass against an independent float64 statement of the original's (SPEC §4.9 and issue 20): reflect
+# The geometric pass against an independent float64 statement of the original's (issue 20): reflect
 # padding of the transformed corners plus twice the filter support; 2x up-sampling (true convolution with the
 # symlet); bilinear sampling with zeros outside on the 2x grid of the image plus 3 pixels per side, where output
 # sample (x, y) in up-sampled units, centred, reads T(-1/2) S(2) T(pad shift) G S(1/2) T(1/2) (x, y); 2x

@@ -1,4 +1,4 @@
-"""Tests of the shard format and the video datasets (SPEC §6.1-6.2)."""
+"""Tests of the shard format and the video datasets (long_video_gan/dataset.py)."""
 
 import io
 import json

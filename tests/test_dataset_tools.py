@@ -1,4 +1,4 @@
-"""Tests of the dataset tools (SPEC §6.3): videos, frames and YouTube converters, info, safety of shard writes."""
+"""Tests of the dataset tools: videos, frames and YouTube converters, info, safety of shard writes."""
 
 import json
 import os

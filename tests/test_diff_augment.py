@@ -160,7 +160,7 @@ def test_second_order_gradients_flow():
 
 
 def _reference_temporal_scale(clip, seq_length, gen):
-    """Explicit per-frame version of SPEC §4.4 for one clip [C, T, H, W], drawing in the documented order."""
+    """Explicit per-frame version of temporal_scale_augment for one clip [C, T, H, W], drawn in the documented order."""
     c, t, h, w = clip.shape
     u = float(torch.rand([1], generator=gen) * 2 - 1)
     s = 2.0**u

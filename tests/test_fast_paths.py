@@ -128,7 +128,7 @@ def test_upfirdn2d_generator_resamplers_match_reference(kernels):
 
 
 def _sres_layer_configs():
-    """(in size, up, down, padding, fu taps, fd taps) of the 144x256 super-res layers (SPEC §2.6), channels cut to 3."""
+    """(in size, up, down, padding, fu taps, fd taps) of the 144x256 super-res layers, channels cut to 3."""
     return [
         ((36, 29), 2, 2, [9, 8, 9, 8], 12, 12),
         ((36, 29), 4, 2, [-6, -9, -6, -9], 24, 12),

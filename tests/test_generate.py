@@ -1,4 +1,4 @@
-"""Tests for generate.py (CLI of SPEC §5.1 with our fixes): options, output files, errors before any work."""
+"""Tests for generate.py (the original's CLI with our fixes): options, output files, errors before any work."""
 
 import av
 import numpy as np

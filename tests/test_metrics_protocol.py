@@ -188,7 +188,7 @@ def test_metrics_leave_the_global_rng_untouched(env, dataset_root):
 
 
 # ----------------------------------------------------------------------------
-# Generator modes (SPEC §7.5) and the two fixed bugs (SPEC §9.7).
+# Generator modes (metric_utils: lres alone, lres + sres, real low-res conditioning) and the original's two crop bugs.
 
 
 def test_subsample8f_renders_128_frames_and_keeps_every_8th(env, dataset_root):

@@ -31,7 +31,7 @@ def decode(source: str, count: int, fmt=None) -> np.ndarray:
 
 
 def write_dataset(root: str, clips: dict) -> str:
-    """A one-partition dataset at 36x64 (stored ZIP of JPEG frames plus frame_paths.json, SPEC §6.1)."""
+    """A one-partition dataset at 36x64 (stored ZIP of JPEG frames plus frame_paths.json)."""
     res_dir = os.path.join(root, "0036x0064")
     os.makedirs(res_dir, exist_ok=True)
     frame_paths = {}
@@ -117,7 +117,7 @@ def fid_few_frames(real: str, other: str, n: int) -> float:
 @pytest.mark.slow
 def test_fid_self_halves_and_other_source(sources):
     n = 6
-    # Image metrics take the first n frames in dataset order (SPEC §7.4), so "self" compares identical frames.
+    # Image metrics take the first n frames in dataset order (as the original), so "self" compares identical frames.
     same = fid_few_frames(sources["first_half"], sources["first_half"], n)
     halves = fid_few_frames(sources["first_half"], sources["second_half"], n)
     other = fid_few_frames(sources["first_half"], sources["mandelbrot"], n)

@@ -1,4 +1,4 @@
-"""Tests for torch_utils.misc (SPEC §8.2)."""
+"""Tests for torch_utils.misc."""
 
 import itertools
 import warnings

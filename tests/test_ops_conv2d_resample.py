@@ -1,4 +1,4 @@
-"""Tests for torch_utils.ops.conv2d_resample: every branch (a-f of SPEC §8.4) against an unfused loop evaluation,
+"""Tests for torch_utils.ops.conv2d_resample: every branch (a-f in conv2d_resample) against an unfused loop evaluation,
 the sres discriminator's cases, derivatives and errors."""
 
 import numpy as np
@@ -102,7 +102,7 @@ def test_reference_matches_loops(branch, kh, kw, up, down, padding, groups, flip
 
 
 def test_sres_discriminator_forms():
-    # SPEC §3.2: 3x3 /2 = FIR with padding 2 then a stride-2 conv; 1x1 /2 = FIR-decimate with padding 1 then the conv.
+    # discriminator_sres: 3x3 /2 = FIR, padding 2, then a stride-2 conv; 1x1 /2 = FIR-decimate, padding 1, then conv.
     x = _rand([1, 3, 8, 8], seed=4)
     f = U.setup_filter([1, 3, 3, 1]).double()
     w3 = _rand([5, 3, 3, 3], seed=5)

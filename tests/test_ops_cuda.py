@@ -1,5 +1,5 @@
 """Tests for the compiled kernels of torch_utils.ops (bias_act, upfirdn2d, filtered_lrelu) against their reference
-paths (SPEC §8.4).
+paths.
 
 Three groups:
 - CPU, fast: dispatch rules, the fallback warning, and the adjoint-padding formula the upfirdn2d gradient uses.
@@ -500,7 +500,7 @@ def test_gpu_filtered_lrelu_matches_reference(cuda_kernels, dtype):
 
 @pytest.mark.gpu
 def test_gpu_filtered_lrelu_synthesis_layer_shapes(cuda_kernels):
-    # Layers of the super-resolution generator (SPEC §2.6): 12-tap filters at 2x and 4x the sampling rate, fp16 and
+    # Layers of the super-res generator (144x256 table): 12-tap filters at 2x and 4x the sampling rate, fp16 and
     # fp32, with the clamp of 256, forward and the input/bias gradients.
     device = cuda_kernels
     fu12, fd12, fu24 = [(f / f.sum()).to(device) for f in (_taps(12, seed=1), _taps(12, seed=2), _taps(24, seed=3))]

@@ -1,4 +1,4 @@
-"""Tests for torch_utils.ops.filtered_lrelu: reference path against a direct loop evaluation of SPEC §8.4, sizes,
+"""Tests for torch_utils.ops.filtered_lrelu: reference path against a direct loop evaluation of its stages, sizes,
 derivatives and errors."""
 
 import numpy as np
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one 
 
 
 def slow_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    """SPEC §8.4 stage by stage, with the nonlinearity applied one scalar at a time."""
+    """filtered_lrelu stage by stage, with the nonlinearity applied one scalar at a time."""
     x = x + b[None, :, None, None]
     x = slow_upfirdn2d(x, fu, up=up, padding=padding, flip_filter=flip_filter, gain=up * up)
     y = np.empty_like(x)
@@ -63,7 +63,7 @@ def test_reference_matches_loops(up, down, padding, fu_shape, fd_shape, flip_fil
 
 
 def test_torgb_form_is_bias_and_clamp():
-    # SPEC §8.4: no filters, up = down = 1, slope 1, gain 1 reduces to clamp(x + b, +-256).
+    # No filters, up = down = 1, slope 1, gain 1 reduces to clamp(x + b, +-256).
     x = _rand([2, 3, 4, 5], seed=5, scale=300.0)
     b = _rand([3], seed=6)
     y = FL.filtered_lrelu(x, b=b, gain=1, slope=1, clamp=256, impl="ref")
@@ -252,7 +252,7 @@ def test_cpu_training_path_float32_channel_chunks(monkeypatch):
 
 
 def test_cpu_training_path_saves_codes_not_float_intermediates():
-    # A synthesis layer's shape (SPEC §2.6, layer 7: 4x up, 2x down), scaled down: the reference path keeps float
+    # A synthesis layer's shape (generator_sres layer 7: 4x up, 2x down), scaled down: the reference path keeps float
     # tensors of the 4x up-sampled size for backward; the training path keeps one uint8 code per such sample.
     x = torch.randn([2, 8, 24, 24], requires_grad=True)
     b = torch.zeros([8], requires_grad=True)

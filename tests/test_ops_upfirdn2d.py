@@ -1,4 +1,4 @@
-"""Tests for torch_utils.ops.upfirdn2d: reference path against a direct loop evaluation of SPEC §8.4, sizes,
+"""Tests for torch_utils.ops.upfirdn2d: reference path against a direct loop evaluation, sizes,
 derivatives, helpers and errors."""
 
 import numpy as np
@@ -66,7 +66,7 @@ def test_float32_filter_is_cast_to_input_dtype():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Wrappers: padding formulas of SPEC §8.4, against the loop evaluation.
+# Wrappers: padding formulas of filter2d, upsample2d and downsample2d, against the loop evaluation.
 
 
 @pytest.mark.parametrize("ftaps", [[1, 2, 1], [1, 3, 3, 1], [1, 2, 3, 4, 4, 3, 2, 1]])
@@ -99,7 +99,7 @@ def test_filter2d_keeps_size_for_even_and_odd_filters():
 
 
 def test_upsample2d_bilinear_is_half_pixel_linear_interpolation():
-    # SPEC §1.5: with [1, 3, 3, 1] the x2 up-sampler gives 0.25/0.75 weights, with zero outside the image.
+    # With [1, 3, 3, 1] the x2 up-sampler gives 0.25/0.75 weights, with zero outside the image.
     x = _rand([1, 1, 1, 4], seed=7)
     y = U.upsample2d(x, U.setup_filter([[1, 3, 3, 1]]), up=[2, 1], impl="ref")[0, 0, 0]  # 1x4 filter
     xv = np.concatenate([[0.0], x[0, 0, 0].numpy(), [0.0]])

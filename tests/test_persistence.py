@@ -1,4 +1,4 @@
-"""Tests for torch_utils.persistence: the SPEC §8.1 pickle format, loading without source, device remapping."""
+"""Tests for torch_utils.persistence: the original release's pickle format, loading without source, device remapping."""
 
 import copy
 import importlib
