@@ -11,7 +11,7 @@ torch_utils.
 Shape letters: N batch, C channels, T frames, H height, W width.
 """
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ class Conv3dLayer(torch.nn.Module):
         spatial_down: bool = False,  # Halve height and width after the convolution?
         temporal_down: bool = False,  # Halve time after the convolution?
         activation: str = "linear",  # Activation name of bias_act.
-        conv_clamp: Optional[float] = None,  # Clamp the output to +-conv_clamp; None = no clamp.
+        conv_clamp: float | None = None,  # Clamp the output to +-conv_clamp; None = no clamp.
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -196,8 +196,8 @@ class DiscriminatorBlock(torch.nn.Module):
         vid_channels: int = 0,  # >0: the block takes the video itself and maps it with a 1x1x1 conv_vid.
         spatial_ksize: int = 3,  # Kernel size in height and width of conv_0.
         temporal_ksize: int = 5,  # Kernel size in time of conv_0.
-        spatial_ksize_1: Optional[int] = None,  # Kernel size in space of conv_1; None = spatial_ksize.
-        temporal_ksize_1: Optional[int] = None,  # Kernel size in time of conv_1; None = temporal_ksize.
+        spatial_ksize_1: int | None = None,  # Kernel size in space of conv_1; None = spatial_ksize.
+        temporal_ksize_1: int | None = None,  # Kernel size in time of conv_1; None = temporal_ksize.
         spatial_down: bool = True,  # Halve height and width?
         temporal_down: bool = True,  # Halve time?
         conv_clamp: float = 256,  # Clamp of every layer.
@@ -344,11 +344,11 @@ class VideoDiscriminator(torch.nn.Module):
         channels_max: int = 512,  # Unused (kept for compatibility).
         spatial_ksize: int = 3,  # Kernel size in height and width of the block convolutions.
         temporal_ksize: int = 5,  # Kernel size in time of the block convolutions (block 0 uses 1).
-        spatial_ksize_1: Optional[int] = None,  # Spatial kernel of every conv_1; None = spatial_ksize.
-        temporal_ksize_1: Optional[int] = None,  # Temporal kernel of every conv_1; None = temporal_ksize.
+        spatial_ksize_1: int | None = None,  # Spatial kernel of every conv_1; None = spatial_ksize.
+        temporal_ksize_1: int | None = None,  # Temporal kernel of every conv_1; None = temporal_ksize.
         conv_clamp: float = 256,  # Clamp of every block layer.
         num_fp16_res: int = 0,  # Block i (0 = highest resolution) runs in fp16 on CUDA iff num_fp16_res > i.
-        epilogue_kwargs: Optional[dict] = None,  # Extra DiscriminatorEpilogue arguments (e.g. channels).
+        epilogue_kwargs: dict | None = None,  # Extra DiscriminatorEpilogue arguments (e.g. channels).
         block_channels: Sequence[int] = (32, 64, 128, 256, 512),  # conv_vid output, then the output of each block.
     ):
         super().__init__()

@@ -12,7 +12,7 @@ Shape letters: N batch, C channels, T frames, H height, W width, S latent width,
 """
 
 import math
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Sequence
 
 import numpy as np
 import scipy.signal
@@ -50,7 +50,7 @@ def _center_crop(x: torch.Tensor, dim: int, target: int) -> torch.Tensor:
     return x.narrow(dim, start, target)
 
 
-def _chunked_bias_act(x: torch.Tensor, b: Optional[torch.Tensor], **kwargs) -> torch.Tensor:
+def _chunked_bias_act(x: torch.Tensor, b: torch.Tensor | None, **kwargs) -> torch.Tensor:
     """`bias_act` along dim 1, split along the largest other dimension when `x` is too large for int32 indexing."""
     if x.numel() < _BIAS_ACT_MAX_NUMEL:
         return bias_act.bias_act(x, b, **kwargs)
@@ -139,7 +139,7 @@ class BlurredNoise(torch.nn.Module):
         self.register_buffer("output_scale", output_scale.reshape(1, blur_widths, 1))  # [1, B, 1]
         self.register_buffer("blur_filters", filters.unsqueeze(1))  # [B, 1, K]
 
-    def forward(self, batch_size: int, seq_length: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def forward(self, batch_size: int, seq_length: int, generator: torch.Generator | None = None) -> torch.Tensor:
         # The only randomness of a low-res forward pass: one flat N(0, 1) draw on the filters' device.
         N, B, K = batch_size, self.blur_widths, self.kernel_size
         noise = torch.randn(
@@ -390,7 +390,7 @@ def temporal_modulated_conv3d(
     weight: torch.Tensor,  # Shared weight [Co, Ci, kt, kh, kw].
     styles: torch.Tensor,  # Per-frame styles [N, Ci, T].
     padding: Sequence[int] = (0, 0, 0),  # Zero padding (pt, ph, pw).
-    input_gain: Optional[torch.Tensor] = None,  # Optional scalar multiplied into x.
+    input_gain: torch.Tensor | None = None,  # Optional scalar multiplied into x.
     demodulate: bool = True,  # Normalise every output frame by its expected magnitude?
 ) -> torch.Tensor:
     """Conv3d whose input channels are scaled by a style per frame, with per-frame demodulation (Sec. 3.1)."""
@@ -464,9 +464,9 @@ class Synthesis3dResBlock(torch.nn.Module):
         self,
         latent_dim: int,  # Width of the per-frame latent w.
         in_channels: int,  # Input channels.
-        out_channels: Optional[int] = None,  # Output channels; None = in_channels.
-        out_width: Optional[int] = None,  # Centre-crop the output to this width; None = no crop.
-        out_height: Optional[int] = None,  # Centre-crop the output to this height; None = no crop.
+        out_channels: int | None = None,  # Output channels; None = in_channels.
+        out_width: int | None = None,  # Centre-crop the output to this width; None = no crop.
+        out_height: int | None = None,  # Centre-crop the output to this height; None = no crop.
         temporal_ksize: int = 1,  # Kernel size in time of both convolutions.
         spatial_ksize: int = 1,  # Kernel size in height and width of both convolutions.
         temporal_up: bool = False,  # Up-sample x2 in time before the second bias/activation?
@@ -514,8 +514,8 @@ class Synthesis3dResBlock(torch.nn.Module):
         x: torch.Tensor,  # [N, Ci, T_in, H, W]
         latent: torch.Tensor,  # [N, S, T_in]
         magnitude_ema_beta: float = 1.0,  # 1 = read-only magnitude EMAs.
-        out_seq_length: Optional[int] = None,  # Centre-crop time to this length; None = no crop.
-        dtype: Optional[torch.dtype] = None,  # Activation dtype; None = fp16 if use_float16 on CUDA, else fp32.
+        out_seq_length: int | None = None,  # Centre-crop time to this length; None = no crop.
+        dtype: torch.dtype | None = None,  # Activation dtype; None = fp16 if use_float16 on CUDA, else fp32.
     ) -> torch.Tensor:
         N, _, T_in, H, W = x.shape
         misc.assert_shape(x, [N, self.in_channels, T_in, H, W])
@@ -598,7 +598,7 @@ class ToRGB(torch.nn.Module):
         x: torch.Tensor,  # [N, Ci, T, H, W]
         latent: torch.Tensor,  # [N, S, T]
         magnitude_ema_beta: float = 1.0,  # 1 = read-only magnitude EMA.
-        dtype: Optional[torch.dtype] = None,  # Activation dtype; None = fp16 if use_float16 on CUDA, else fp32.
+        dtype: torch.dtype | None = None,  # Activation dtype; None = fp16 if use_float16 on CUDA, else fp32.
     ) -> torch.Tensor:
         N, _, T, H, W = x.shape
         misc.assert_shape(x, [N, self.in_channels, T, H, W])
@@ -643,8 +643,8 @@ class VideoGenerator(torch.nn.Module):
         spatial_padding: int = 0,  # Extra pixels carried on each side at every spatial level.
         output_scale: float = 0.25,  # Multiplies the ToRGB output (which is clamped at +-256).
         num_fp16_layers: int = 0,  # Number of final blocks (ToRGB counted first) computed in fp16 on CUDA.
-        embedding_kwargs: Optional[dict] = None,  # Extra BlurredNoise arguments (channels = temporal_emb_dim).
-        mapping_kwargs: Optional[dict] = None,  # Extra LatentMappingNetwork arguments.
+        embedding_kwargs: dict | None = None,  # Extra BlurredNoise arguments (channels = temporal_emb_dim).
+        mapping_kwargs: dict | None = None,  # Extra LatentMappingNetwork arguments.
         temporal_channels: Sequence[int] = (512, 512, 512, 512, 512, 256, 256),  # Input, then temporal block outs.
         spatial_channels: Sequence[int] = (128, 128, 64, 64),  # Outputs of the four spatial blocks.
     ):
@@ -753,7 +753,7 @@ class VideoGenerator(torch.nn.Module):
     # ------------------------------------------------------------------------------------------------------------
     # Sequence-length bookkeeping: how many frames each temporal block takes and gives.
 
-    def compute_seq_lengths(self, seq_length: int) -> Tuple[int, List[int]]:
+    def compute_seq_lengths(self, seq_length: int) -> tuple[int, list[int]]:
         """Return (input length T_in, [output length of temporal block 0..5]) for a video of `seq_length` frames.
 
         Every temporal level carries `temporal_padding` extra frames on each side; the last block crops them off.
@@ -770,7 +770,7 @@ class VideoGenerator(torch.nn.Module):
         in_length = math.ceil(seq_length / scale) + 2 * self.temporal_padding
         return in_length, out_lengths
 
-    def compute_latent_lengths(self, seq_length: int) -> List[int]:
+    def compute_latent_lengths(self, seq_length: int) -> list[int]:
         """Lengths of the 12 latent sequences of `compute_latent_ws`: [w_input, w_T0..w_T5, w_S0..w_S3, w_rgb]."""
         in_length, out_lengths = self.compute_seq_lengths(seq_length)
         block_in_lengths = [in_length] + out_lengths[:-1]
@@ -780,7 +780,7 @@ class VideoGenerator(torch.nn.Module):
     # Forward pieces.
 
     def sample_temporal_emb(
-        self, batch_size: int, seq_length: int, generator: Optional[torch.Generator] = None
+        self, batch_size: int, seq_length: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Draw the temporal embedding [N, temporal_emb_dim, 32 T_in] at full frame rate for a video of L frames."""
         _check_positive_int("batch_size", batch_size)
@@ -788,7 +788,7 @@ class VideoGenerator(torch.nn.Module):
         return self.temporal_emb(batch_size, in_length * self.total_temporal_scale, generator=generator)
 
     def sample_temporal_input(
-        self, batch_size: int, seq_length: int, generator: Optional[torch.Generator] = None
+        self, batch_size: int, seq_length: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """N(0, 1) stand-in for `temporal_input` [N, C, T_in] (unused by the generator itself)."""
         in_length, _ = self.compute_seq_lengths(seq_length)
@@ -796,7 +796,7 @@ class VideoGenerator(torch.nn.Module):
             [batch_size, self.temporal_channels[0], in_length], generator=generator, device=self.spatial_input.device
         )
 
-    def compute_latent_ws(self, emb: torch.Tensor, seq_length: int) -> List[torch.Tensor]:
+    def compute_latent_ws(self, emb: torch.Tensor, seq_length: int) -> list[torch.Tensor]:
         """Map the embedding to the 12 per-layer latents [w_input, w_T0..w_T5, w_S0..w_S3, w_rgb], each [N, S, T_k].
 
         Temporal block k receives the latent at its own frame rate (repeated Kaiser /2 down-sampling of the
@@ -825,10 +825,10 @@ class VideoGenerator(torch.nn.Module):
     def synthesize_video(
         self,
         temporal_input: torch.Tensor,  # [N, C, T_in]
-        latent_ws: List[torch.Tensor],  # 11 latents: w_T0..w_T5, w_S0..w_S3, w_rgb.
+        latent_ws: list[torch.Tensor],  # 11 latents: w_T0..w_T5, w_S0..w_S3, w_rgb.
         seq_length: int,  # Output frames L.
         magnitude_ema_beta: float = 1.0,  # 1 = read-only magnitude EMAs.
-        dtype: Optional[torch.dtype] = None,  # Activation dtype of every block; None = per-block default.
+        dtype: torch.dtype | None = None,  # Activation dtype of every block; None = per-block default.
         return_features: bool = False,  # Also return every block output?
     ):
         """Render [N, 3, L, H, W]; with return_features, a list of the 10 block outputs followed by the video."""
@@ -859,9 +859,9 @@ class VideoGenerator(torch.nn.Module):
         batch_size: int,  # Number of videos N.
         seq_length: int,  # Frames per video L.
         magnitude_ema_beta: float = 1.0,  # 1 = read-only magnitude EMAs; 0.999 in the D step of training.
-        generator_emb: Optional[torch.Generator] = None,  # RNG of the embedding noise; None = device default.
-        dtype: Optional[torch.dtype] = None,  # Activation dtype of every block; None = per-block default.
-        emb: Optional[torch.Tensor] = None,  # Precomputed sample_temporal_emb output; then no noise is drawn.
+        generator_emb: torch.Generator | None = None,  # RNG of the embedding noise; None = device default.
+        dtype: torch.dtype | None = None,  # Activation dtype of every block; None = per-block default.
+        emb: torch.Tensor | None = None,  # Precomputed sample_temporal_emb output; then no noise is drawn.
     ) -> torch.Tensor:
         """Generate [N, 3, L, out_height, out_width] float32 videos (range bounded by +-64, not clamped to +-1)."""
         if emb is None:
@@ -880,8 +880,8 @@ class VideoGenerator(torch.nn.Module):
         batch_size: int,  # Number of videos N.
         seq_length: int,  # Frames per video L.
         segment_length: int = 8,  # Frames per yielded segment (the last one may be shorter).
-        generator_emb: Optional[torch.Generator] = None,  # RNG of the embedding noise; None = device default.
-        dtype: Optional[torch.dtype] = None,  # Activation dtype of every block; None = per-block default.
+        generator_emb: torch.Generator | None = None,  # RNG of the embedding noise; None = device default.
+        dtype: torch.dtype | None = None,  # Activation dtype of every block; None = per-block default.
     ) -> Iterator[torch.Tensor]:
         """Yield the video in consecutive segments along time.
 

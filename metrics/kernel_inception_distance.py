@@ -4,8 +4,6 @@ Unbiased MMD² with the cubic polynomial kernel k(a, b) = (a·b / d + 1)³, aver
 ×1000. Real frame weights are ignored.
 """
 
-from typing import Optional
-
 import numpy as np
 
 from metrics import metric_utils
@@ -20,7 +18,7 @@ def kernel_distance(
     gen_features: np.ndarray,
     num_subsets: int = 100,
     max_subset_size: int = 1000,
-    rng: Optional[np.random.RandomState] = None,
+    rng: np.random.RandomState | None = None,
 ) -> float:
     """KID of two feature sets [N, d]: for each subset draw m generated rows x, then m real rows y (without
     replacement), add [Σ_{i≠j} k(x_i,x_j) + Σ_{i≠j} k(y_i,y_j)]/(m−1) − 2·Σ k(x_i,y_j)/m; return Σ/(subsets·m)."""
@@ -47,7 +45,7 @@ def kernel_distance(
 
 def compute_kid(
     opts: metric_utils.MetricOptions,
-    max_real: Optional[int],
+    max_real: int | None,
     num_gen: int,
     num_subsets: int,
     max_subset_size: int,

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from metrics import (
 
 # ----------------------------------------------------------------------------
 
-_metric_dict: Dict[str, Callable[[metric_utils.MetricOptions], dict]] = {}
+_metric_dict: dict[str, Callable[[metric_utils.MetricOptions], dict]] = {}
 
 
 def register_metric(fn: Callable) -> Callable:
@@ -43,15 +43,15 @@ def is_valid_metric(metric: str) -> bool:
     return metric in _metric_dict
 
 
-def list_valid_metrics() -> List[str]:
+def list_valid_metrics() -> list[str]:
     return list(_metric_dict.keys())
 
 
-def _num(paper_value: int, override: Optional[int]) -> int:
+def _num(paper_value: int, override: int | None) -> int:
     return paper_value if override is None else override
 
 
-def _cap(paper_cap: Optional[int], override: Optional[int]) -> Optional[int]:
+def _cap(paper_cap: int | None, override: int | None) -> int | None:
     if override is None:
         return paper_cap
     return override if paper_cap is None else min(paper_cap, override)
@@ -104,7 +104,7 @@ def calc_metric(metric: str, num_runs: int = 1, **kwargs) -> dnnlib.EasyDict:
     )
 
 
-def report_metric(result_dict: dict, jsonl_path: Optional[str] = None, **extra) -> str:
+def report_metric(result_dict: dict, jsonl_path: str | None = None, **extra) -> str:
     """Append one JSON line (the result dict plus `extra` fields) to jsonl_path (see append_jsonl); return it."""
     line = json.dumps(dict(result_dict, **extra))
     if jsonl_path is not None:

@@ -24,7 +24,7 @@ import os
 import pickle
 import sys
 import zipfile
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,18 +50,18 @@ class MetricOptions:
 
     def __init__(
         self,
-        G: Optional[torch.nn.Module] = None,  # Generator: lres G (mode 1/2's last stage is sres G when lr_G is set).
-        lr_G: Optional[torch.nn.Module] = None,  # Low-res generator feeding a super-res G (mode 2).
-        G_kwargs: Optional[dict] = None,  # Extra keyword arguments for every G call.
-        dataset_kwargs: Optional[dict] = None,  # Real data: dict(dataset_dir=, height=, width=).
-        cond_dataset_kwargs: Optional[dict] = None,  # Real low-res conditioning for a super-res G (mode 3).
-        loader_kwargs: Optional[dict] = None,  # DataLoader options; None = 2 workers, prefetch 2.
-        num_gpus: Optional[int] = None,  # World size; None = from torch.distributed (1 without a process group).
-        rank: Optional[int] = None,  # This process's rank; None = from torch.distributed (0 without one).
-        device: Optional[torch.device] = None,  # Device of G and the detectors; None = G's device, else CPU.
+        G: torch.nn.Module | None = None,  # Generator: lres G (mode 1/2's last stage is sres G when lr_G is set).
+        lr_G: torch.nn.Module | None = None,  # Low-res generator feeding a super-res G (mode 2).
+        G_kwargs: dict | None = None,  # Extra keyword arguments for every G call.
+        dataset_kwargs: dict | None = None,  # Real data: dict(dataset_dir=, height=, width=).
+        cond_dataset_kwargs: dict | None = None,  # Real low-res conditioning for a super-res G (mode 3).
+        loader_kwargs: dict | None = None,  # DataLoader options; None = 2 workers, prefetch 2.
+        num_gpus: int | None = None,  # World size; None = from torch.distributed (1 without a process group).
+        rank: int | None = None,  # This process's rank; None = from torch.distributed (0 without one).
+        device: torch.device | None = None,  # Device of G and the detectors; None = G's device, else CPU.
         progress: Any = None,  # Unused hook kept for the original's signature.
         cache: bool = True,  # Load/save real-data statistics in the dnnlib cache.
-        gen_dataset_kwargs: Optional[dict] = None,  # With generator_as_dataset: a dataset that stands in for G.
+        gen_dataset_kwargs: dict | None = None,  # With generator_as_dataset: a dataset that stands in for G.
         generator_as_dataset: bool = False,  # Score gen_dataset_kwargs instead of G (never cached).
         normalize_weighting: bool = True,  # Image metrics: weight each frame 1/frames-of-its-clip (clips equal).
         single_sample_per_video: bool = False,  # Video metrics: one window per clip (no repeats).
@@ -69,11 +69,11 @@ class MetricOptions:
         show_progress: bool = False,  # Progress bars and the detectors used, without the rest of verbose (rank 0).
         replace_cache: bool = False,  # Recompute real statistics and overwrite the cache file.
         detector_source: str = "auto",  # "auto", "official" or "packaged" (see metrics/detectors.py).
-        detector_dir: Optional[str] = None,  # Directory with the original detector files; None = $LVG_DETECTOR_DIR.
-        detector_download: Optional[bool] = None,  # Try to download original detectors; None = unless offline env.
-        num_gen: Optional[int] = None,  # Override of the generated sample count (None = the metric's, e.g. 2048).
-        max_real: Optional[int] = None,  # Cap on real samples (None = the metric's).
-        batch_gen: Optional[int] = None,  # Samples per generator call; None = min(batch_size, 4).
+        detector_dir: str | None = None,  # Directory with the original detector files; None = $LVG_DETECTOR_DIR.
+        detector_download: bool | None = None,  # Try to download original detectors; None = unless offline env.
+        num_gen: int | None = None,  # Override of the generated sample count (None = the metric's, e.g. 2048).
+        max_real: int | None = None,  # Cap on real samples (None = the metric's).
+        batch_gen: int | None = None,  # Samples per generator call; None = min(batch_size, 4).
         seed: int = 0,  # Seed of real-window sampling and generator noise.
         **unused,  # Tolerate extra keys of the original's options.
     ):
@@ -117,7 +117,7 @@ class MetricOptions:
         self.batch_gen = batch_gen
         self.seed = int(seed)
         self.run_index = 0  # Repetition index, set by calc_metric; changes the generator seed.
-        self.detectors_used: Dict[str, dict] = {}  # kind -> detector record, filled as detectors are loaded.
+        self.detectors_used: dict[str, dict] = {}  # kind -> detector record, filled as detectors are loaded.
 
 
 def get_detector(opts: MetricOptions, kind: str, need_classifier: bool = False) -> detectors_lib.FeatureDetector:
@@ -182,15 +182,15 @@ class FeatureStats:
         mean, cov = stats.get_mean_cov()
     """
 
-    def __init__(self, capture_all: bool = False, capture_mean_cov: bool = False, max_items: Optional[int] = None):
+    def __init__(self, capture_all: bool = False, capture_mean_cov: bool = False, max_items: int | None = None):
         self.capture_all = capture_all
         self.capture_mean_cov = capture_mean_cov
         self.max_items = max_items
         self.num_items = 0
         self.num_features = None
-        self.all_features: Optional[List[np.ndarray]] = None
-        self.raw_mean: Optional[np.ndarray] = None
-        self.raw_cov: Optional[np.ndarray] = None
+        self.all_features: list[np.ndarray] | None = None
+        self.raw_mean: np.ndarray | None = None
+        self.raw_cov: np.ndarray | None = None
         self.weight = 0.0
 
     def set_num_features(self, num_features: int) -> None:
@@ -206,7 +206,7 @@ class FeatureStats:
     def is_full(self) -> bool:
         return self.max_items is not None and self.num_items >= self.max_items
 
-    def append(self, x: np.ndarray, weights: Optional[np.ndarray] = None) -> None:
+    def append(self, x: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Add rows x [N, F] with optional weights [N] (default 1); rows beyond max_items are dropped."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2:
@@ -233,7 +233,7 @@ class FeatureStats:
             self.weight += float(x.shape[0] if weights is None else weights.sum())
 
     def append_torch(
-        self, x: torch.Tensor, weights: Optional[torch.Tensor] = None, num_gpus: int = 1, rank: int = 0
+        self, x: torch.Tensor, weights: torch.Tensor | None = None, num_gpus: int = 1, rank: int = 0
     ) -> None:
         """Gather rows (and weights) from all ranks, interleaved by rank, then append. All ranks must call this
         with the same number of rows."""
@@ -312,7 +312,7 @@ def _to_gather_device(x: torch.Tensor, opts: MetricOptions) -> torch.Tensor:
 # ----------------------------------------------------------------------------
 # Dataset content fingerprint and the real-data cache.
 
-_fingerprint_cache: Dict[tuple, str] = {}
+_fingerprint_cache: dict[tuple, str] = {}
 
 
 def dataset_fingerprint(dataset_dir: str, height: int, width: int) -> str:
@@ -346,7 +346,7 @@ def cache_file_path(opts: MetricOptions, detector: detectors_lib.FeatureDetector
     return dnnlib.make_cache_dir_path("long-video-gan-metrics", base, detector.name, f"{tag}.pkl")
 
 
-def find_cached_file(cache_file: str) -> Optional[str]:
+def find_cached_file(cache_file: str) -> str | None:
     """The cache file itself, or a file with the same tag under another dataset basename (same content elsewhere)."""
     if os.path.isfile(cache_file):
         return cache_file
@@ -363,7 +363,7 @@ def find_cached_file(cache_file: str) -> Optional[str]:
 # Sampling positions and iterating datasets.
 
 
-def rank_positions(num_items: int, num_gpus: int, rank: int) -> List[int]:
+def rank_positions(num_items: int, num_gpus: int, rank: int) -> list[int]:
     """Positions this rank processes: rank, rank + W, ... wrapping modulo num_items, ceil(num_items/W) of them.
 
     Gathering the ranks' rows interleaved yields positions 0, 1, 2, ... (then duplicates, cut by max_items).
@@ -376,7 +376,7 @@ class _SeededItems(torch.utils.data.Dataset):
     """Items of a dataset at given (dataset index, global position) pairs; each item's random draws (window start,
     spacing) come from a CPU RNG seeded by (seed, position), independent of workers and ranks."""
 
-    def __init__(self, dataset, items: List[tuple], seed: int):
+    def __init__(self, dataset, items: list[tuple], seed: int):
         self.dataset = dataset
         self.items = items
         self.seed = seed
@@ -454,7 +454,7 @@ def _random_window_items(opts: MetricOptions, dataset_len: int, num_items: int, 
     return [(order[p], p) for p in positions], num_items
 
 
-def _first_items(opts: MetricOptions, dataset_len: int, cap: Optional[int], seed: int) -> tuple:
+def _first_items(opts: MetricOptions, dataset_len: int, cap: int | None, seed: int) -> tuple:
     """The first min(len, cap) items in dataset order, shuffled (the original's capped subsets)."""
     num_items = dataset_len if cap is None else min(dataset_len, cap)
     g = torch.Generator().manual_seed(derive_seed(seed, "item-order"))
@@ -477,16 +477,16 @@ def compute_feature_stats_for_dataset(
     opts: MetricOptions,
     detector_kind: str,  # "i3d", "inception" or "c3d".
     detector_kwargs: dict,  # Passed to the detector (e.g. return_features=True).
-    max_items: Optional[int],  # Real items to use; None = all (image metrics).
-    num_frames: Optional[int] = None,  # Video metrics: frames per clip; None = image metric (one item per frame).
+    max_items: int | None,  # Real items to use; None = all (image metrics).
+    num_frames: int | None = None,  # Video metrics: frames per clip; None = image metric (one item per frame).
     subsample_factor: int = 1,  # Video metrics: spacing between the clip's frames.
     batch_size: int = 64,  # Items per detector call on each rank.
     use_weights: bool = False,  # Image metrics: weight frames 1/frames-of-clip when normalize_weighting.
     need_classifier: bool = False,  # The detector must output class probabilities.
-    dataset_kwargs: Optional[dict] = None,  # Dataset to read; None = opts.dataset_kwargs.
-    cache: Optional[bool] = None,  # None = opts.cache.
+    dataset_kwargs: dict | None = None,  # Dataset to read; None = opts.dataset_kwargs.
+    cache: bool | None = None,  # None = opts.cache.
     desc: str = "real",  # Progress-bar label.
-    seed: Optional[int] = None,  # Seed of the window sampling; None = opts.seed.
+    seed: int | None = None,  # Seed of the window sampling; None = opts.seed.
     **stats_kwargs,  # capture_all / capture_mean_cov.
 ) -> FeatureStats:
     """Statistics of real clips (video metrics) or frames (image metrics), loaded from or saved to the cache."""
@@ -582,7 +582,7 @@ def generate_videos(
     length: int,
     gen: torch.Generator,
     cpu_gen: torch.Generator,
-    cond: Optional[torch.Tensor] = None,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate `num` videos of `length` frames in one of three modes (below) -> [N, 3, length, H, W]."""
     if cond is not None:
@@ -610,7 +610,7 @@ def compute_feature_stats_for_generator(
     detector_kind: str,  # "i3d", "inception" or "c3d".
     detector_kwargs: dict,  # Passed to the detector.
     num_items: int,  # Generated items (clips or frames).
-    num_frames: Optional[int] = None,  # Video metrics: frames per clip; None = image metric (one frame per sample).
+    num_frames: int | None = None,  # Video metrics: frames per clip; None = image metric (one frame per sample).
     subsample_factor: int = 1,  # Keep every n-th generated frame.
     batch_size: int = 16,  # Items per step on each rank (original: FVD 64 // frames, FID 4, KID/IS 16, VIS 64).
     need_classifier: bool = False,  # The detector must output class probabilities.
