@@ -23,7 +23,7 @@ from benchmarks.common import cpu_description  # noqa: E402
 from dataset_tools.make_synthetic_dataset import make_synthetic_dataset  # noqa: E402
 from long_video_gan.dataset import VideoDataset, VideoDatasetTwoRes  # noqa: E402
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def time_loader(dataset, batch_size: int, workers: int, seconds: float, warmup_batches: int = 2) -> float:

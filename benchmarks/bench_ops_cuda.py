@@ -26,7 +26,7 @@ from torch_utils.ops import bias_act, filtered_lrelu, upfirdn2d  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _taps(n: int, seed: int) -> torch.Tensor:
@@ -160,7 +160,7 @@ def run_case(case: dict, dtype: torch.dtype, device: torch.device, iters: int, b
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @click.command()

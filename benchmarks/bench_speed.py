@@ -34,7 +34,7 @@ from benchmarks.common import FLAGS_OF_INTEREST, cpu_description, peak_rss_gib  
 from long_video_gan import generator_lres, generator_sres  # noqa: E402
 from torch_utils.ops import fast_cpu  # noqa: E402
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Machine.
 
 
@@ -52,7 +52,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, reps: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Work: the convolutions a forward pass runs, counted on the meta device (no arithmetic).
 
 
@@ -84,7 +84,7 @@ def count_work(G: torch.nn.Module, run) -> tuple:
     return counter.dense_flop / 1e9, counter.depthwise_flop / 1e9
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Timing helpers.
 
 
@@ -185,7 +185,7 @@ def time_repeats(run, warm_up, frames: int, work: float, repeats: int, run_ref: 
     return rows
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Generators.
 
 
@@ -263,7 +263,7 @@ def print_summary(results: dict) -> None:
             print(f"  super-res {r['segment']}-frame segment ({r['dtype']}): peak RSS {r['peak_rss_gib']:.2f} GiB")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Peak RSS of one super-res segment, in a fresh process.
 
 
@@ -295,7 +295,7 @@ def measure_segment_rss(segment: int, dtype: str, tiny: bool = False) -> dict:
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _parse_lengths(value: str) -> list:
@@ -398,7 +398,7 @@ def main(sres_frames, lres_lengths, repeats, no_ref_above, run_ref, bf16, rss_se
         os.replace(json_path + ".tmp", json_path)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 if __name__ == "__main__":
     main()

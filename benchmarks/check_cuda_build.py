@@ -31,7 +31,7 @@ from torch_utils.ops import bias_act, filtered_lrelu, upfirdn2d  # noqa: E402
 
 OPS = {"bias_act": bias_act, "upfirdn2d": upfirdn2d, "filtered_lrelu": filtered_lrelu}
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def build_plugin(op_name: str, build_root: Path):
@@ -140,7 +140,7 @@ def _compare_with_grads(compare, label, fn, ref, x, b, tol):
         compare(label + " dx", grads[0], grads_ref[0], tol * 10)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:

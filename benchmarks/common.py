@@ -19,7 +19,7 @@ import sys
 # Instruction sets that decide which CPU kernels torch and torch_utils/ops/fast_cpu.py can use, in report order.
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def cpu_info() -> tuple[str, set[str]]:

@@ -29,7 +29,7 @@ LABEL_WIDTH = 150  # Pixels left of the frames for the row labels.
 HEADER = 16  # Pixels above the frames for the frame numbers.
 GAP = 4  # Pixels between frames.
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def generated_frames(G_lres, G_sres, seed: int, num_frames: int, indices: list[int]) -> tuple[list, list]:
@@ -75,7 +75,7 @@ def build_sheet(rows: list[tuple[str, list]], indices: list[int], frame_hw: tupl
     return sheet
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @click.command()

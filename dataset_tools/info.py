@@ -21,7 +21,7 @@ from dataset_tools.utils import FRAME_PATHS_NAME, zip_entry_name
 
 RESOLUTION_DIR = re.compile(r"(\d{4})x(\d{4})")
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -207,7 +207,7 @@ def missing_partitions(res_dir: Path, record: dict | None) -> list[str]:
     return [f"{res_dir}: missing partition {indices} ({why}); convert {them} with --partition {indices}"]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @click.command()

@@ -15,7 +15,7 @@ from dataset_tools import pipeline
 LIST_FILE_NAME = "frame_paths.json"  # Listing cache written inside the input directory.
 POLL_SECONDS = 10  # --wait-for-list-file polling interval.
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def image_suffixes() -> set[str]:
@@ -142,7 +142,7 @@ def make_dataset_from_frames(
     return written
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @click.command()

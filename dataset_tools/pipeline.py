@@ -46,7 +46,7 @@ from dataset_tools.utils import (
 PARTITIONS_FILE = "partitions.json"  # Sidecar in the dataset root: how the inputs were split (read by `info`).
 LOW_RES_CLIP_FRAMES = 128  # Clip length of the low-res training phase; shorter clips are unused there.
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ def convert_clip(source: FrameSource, task, specs: Sequence[FrameSpec], clip_fil
     return ClipResult(clip_path, count, problems)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def check_writable_dir(directory: str | os.PathLike, what: str = "output directory") -> Path:
@@ -287,7 +287,7 @@ def _run_tasks(tasks, source, specs, writers, work_dir: Path, workers: int, desc
     return lengths
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Option handling shared by the tools: output sizes, and the click options (same names, defaults and help text in
 # every tool, used as decorators), checks and error reporting of their command lines.
 
@@ -469,7 +469,7 @@ def check_sizes(specs: Sequence[FrameSpec]) -> None:
             )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Partitions: selection, the partitions.json record in the dataset root, and the hint about the other partitions.
 
 _SHARD_NAME = re.compile(r"partition_(\d{4,})\.zip")

@@ -41,7 +41,7 @@ JPEG_SUBSAMPLING = 0  # PIL code for 4:4:4 chroma, i.e. no chroma subsampling (t
 TEMP_SUFFIX = ".partial"  # Marks an unfinished shard; never matches the readers' `*.zip` pattern.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # Fixed entry timestamp, so equal inputs give byte-identical shards.
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def resolution_dir_name(height: int, width: int) -> str:
@@ -114,7 +114,7 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Frame preparation.
 
 
@@ -174,7 +174,7 @@ def encode_jpeg(image: Image.Image | np.ndarray, quality: int = JPEG_QUALITY) ->
     return buffer.getvalue()
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Shard writing.
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch_utils import distributed, persistence
 from torch_utils.ops import grid_sample_gradfix, upfirdn2d
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 # Symlet-6 orthogonal wavelet low-pass (decomposition) coefficients, 12 taps, sum sqrt(2).
 SYM6_COEFFS = [
@@ -70,7 +70,7 @@ IN_AUGMENT_P = 0.5
 _OP_NAMES = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
 _OP_NAMES += ("brightness", "contrast", "lumaflip", "hue", "saturation", "noise", "cutout")
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Batched homogeneous matrices. Entries are tensors [N] or Python numbers; results are [N, 3, 3] or [N, 4, 4].
 
 
@@ -136,7 +136,7 @@ def rotate2d_inv(theta, batch_size, device) -> torch.Tensor:
     return rotate2d(-theta, batch_size, device)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @persistence.persistent_class
@@ -210,7 +210,7 @@ class AugmentPipe(torch.nn.Module):
         # Low-pass filter of the geometric pass: symlet-6, normalized to unit sum.
         self.register_buffer("Hz_geom", upfirdn2d.setup_filter(SYM6_COEFFS))
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def _uses_geometry(self) -> bool:
         return any(
@@ -270,7 +270,7 @@ class AugmentPipe(torch.nn.Module):
         assert video.shape == (batch_size, channels, num_frames, height, width)
         return video
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def _draw_geometry(self, rand, randn, gate, batch_size, width, height, device) -> torch.Tensor:
         """Compose the inverse (output -> input) transform [N, 3, 3] in centred pixel coordinates."""
@@ -409,7 +409,7 @@ class AugmentPipe(torch.nn.Module):
         return f"ops={ops}, p={float(self.p):g}"
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def ada_pipe() -> AugmentPipe:
@@ -424,7 +424,7 @@ def in_augment_pipe() -> AugmentPipe:
     return pipe
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @persistence.persistent_class
@@ -486,4 +486,4 @@ class AdaController:
         return float(pipe.p)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ TINY_KWARGS = dict(
     embedding_kwargs=dict(blur_widths=8, max_sampling_rate=1000),
 )
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Small helpers.
 
 
@@ -79,7 +79,7 @@ def kaiser_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> np.n
     return scipy.signal.firwin(numtaps, cutoff=cutoff, width=width, fs=fs).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Temporal latent representation (Sec. 3.1: temporally smooth noise at many time scales).
 
 
@@ -163,7 +163,7 @@ class BlurredNoise(torch.nn.Module):
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Fully connected layer with equalized learning rate.
 
 
@@ -213,7 +213,7 @@ class FullyConnectedLayer(torch.nn.Module):
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Per-frame latent mapping.
 
 
@@ -259,7 +259,7 @@ class LatentMappingNetwork(torch.nn.Module):
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Resamplers. All use upfirdn2d with zero extension at the borders; time is handled as the vertical axis of a
 # 2-D image whose horizontal axis is the flattened H * W (or a single column for latent sequences).
 
@@ -381,7 +381,7 @@ class TemporalKaiserDownsample(KaiserResample):
         return x
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Modulated convolution and magnitude normalisation.
 
 
@@ -454,7 +454,7 @@ class MagnitudeEMA(torch.nn.Module):
         return f"dist_sync={self.dist_sync}"
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Synthesis blocks.
 
 
@@ -617,7 +617,7 @@ class ToRGB(torch.nn.Module):
         return f"in_channels={self.in_channels}, use_float16={self.use_float16}"
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # The low-res video generator.
 
 # Layer table (the original's, for 36x64 output): which temporal blocks up-sample time, and the spatial ladder level
@@ -750,7 +750,7 @@ class VideoGenerator(torch.nn.Module):
     def _level_changes(self, prev_level: int, level: int) -> bool:
         return (self.heights[prev_level], self.widths[prev_level]) != (self.heights[level], self.widths[level])
 
-    # ------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
     # Sequence-length bookkeeping: how many frames each temporal block takes and gives.
 
     def compute_seq_lengths(self, seq_length: int) -> tuple[int, list[int]]:
@@ -776,7 +776,7 @@ class VideoGenerator(torch.nn.Module):
         block_in_lengths = [in_length] + out_lengths[:-1]
         return [in_length] + block_in_lengths + [seq_length] * (len(self.spatial_layers) + 1)
 
-    # ------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
     # Forward pieces.
 
     def sample_temporal_emb(

@@ -9,7 +9,7 @@ from long_video_gan import training_utils as tu
 from long_video_gan import video_io
 from long_video_gan.video_gan import VideoGAN
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 class LowResVideoGAN(VideoGAN):
@@ -34,7 +34,7 @@ class LowResVideoGAN(VideoGAN):
         self.temp_scale_augment = temp_scale_augment
         self.random_temp_translate = random_temp_translate
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def _extra_frames(self, G: torch.nn.Module) -> int:
         return int(G.total_temporal_scale) if self.random_temp_translate else 0
@@ -68,7 +68,7 @@ class LowResVideoGAN(VideoGAN):
         video = da.temporal_scale_augment(video, self.seq_length, max_octaves=self.temp_scale_augment)
         return self.D(video)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def G_chunk_logits(self, chunk: dict) -> torch.Tensor:
         return self.run_D(self.generate(self.G, self.chunk_size))
@@ -98,7 +98,7 @@ class LowResVideoGAN(VideoGAN):
         real = chunk["video"].detach().requires_grad_(True)
         return self.run_D(real), real
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
     # Samples, summaries, metrics.
 
     def prepare_samples(self, dataset, result_seq_length: int, seed: int, write_dir: str | None) -> None:

@@ -12,7 +12,7 @@ from long_video_gan import video_io
 from long_video_gan.video_gan import VideoGAN
 from torch_utils import misc, training_stats
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 class SuperResVideoGAN(VideoGAN):
@@ -54,7 +54,7 @@ class SuperResVideoGAN(VideoGAN):
             with torch.no_grad():
                 self.in_augment.p.fill_(in_augment_p)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def centre(self, lr_video: torch.Tensor) -> torch.Tensor:
         """The centre frames of a conditioning clip, those paired with the hr frames."""
@@ -75,7 +75,7 @@ class SuperResVideoGAN(VideoGAN):
         lr_up = torch.where(keep, lr_up, torch.zeros_like(lr_up))
         return self.D(lr_up, hr_video)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         modules = {}
@@ -123,7 +123,7 @@ class SuperResVideoGAN(VideoGAN):
         if self.ada is not None and self.ada.should_update(step):
             training_stats.report0("progress/augment_p", self.ada.update(self.augment))
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def extra_state(self) -> dict:
         state = {}
@@ -144,7 +144,7 @@ class SuperResVideoGAN(VideoGAN):
         if self.ada is not None:
             self.ada.__dict__.update(_controller_to(data["real_sign_collector"], self.device).__dict__)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
     # Samples, summaries, metrics.
 
     def prepare_samples(self, dataset, result_seq_length: int, seed: int, write_dir: str | None) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from dataset_tools.make_synthetic_dataset import make_synthetic_dataset
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def make_tiny_dataset(

@@ -11,7 +11,7 @@ import torch
 from long_video_gan import augment
 from long_video_gan.augment import AdaController, AugmentPipe
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def gen(seed: int) -> torch.Generator:
@@ -29,7 +29,7 @@ def per_video_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().amax(dim=[1, 2, 3, 4])
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_p_zero_is_near_identity():
@@ -360,7 +360,7 @@ def test_bad_inputs_name_the_argument():
         AdaController(interval=0)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_controller_moves_p_toward_the_target():

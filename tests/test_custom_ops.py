@@ -87,7 +87,7 @@ def test_bad_inputs_name_the_argument(ext_dir):
     assert custom_ops.verbosity == "brief"
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Locks and the build cache key (issue 19, item 1).
 
 # A plain shared library (no torch or pybind11 headers), loaded with is_python_module=False: compiles in well under a

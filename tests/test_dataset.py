@@ -17,7 +17,7 @@ from dataset_tools.utils import ShardWriter, center_crop_and_resize, encode_jpeg
 from long_video_gan.dataset import VideoDataset, VideoDatasetPerImage, VideoDatasetTwoRes
 from tests.data_utils import make_tiny_dataset
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Helpers.
 
 
@@ -38,7 +38,7 @@ def _to_uint8_space(video):
     return (video.permute(1, 2, 3, 0).numpy() + 1) * 127.5  # [T, H, W, C] in [0, 255]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Format.
 
 
@@ -120,7 +120,7 @@ def test_reader_rules(tmp_path):
     assert np.abs(_to_uint8_space(video)[0] - frames[1]).mean() < 1  # The second x.jpg.
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Sampling.
 
 
@@ -215,7 +215,7 @@ def test_non_rgb_frames_become_rgb(tmp_path):
     assert torch.equal(video[0, 0], video[1, 0])  # Grayscale: equal channels.
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Bad input.
 
 
@@ -264,7 +264,7 @@ def test_all_clips_too_short(tmp_path):
         VideoDataset(tmp_path, seq_length=8, height=36, width=64)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Processes.
 
 
@@ -295,7 +295,7 @@ def test_dataloader_two_workers_reproducible(tmp_path):
     assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Synthetic data.
 
 

@@ -45,7 +45,7 @@ def _invoke(command, args):
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_partitioning_and_video_order(tmp_path):
     assert result.exit_code != 0 and "--height and --width must be given together" in result.output
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Videos tool.
 
 
@@ -287,7 +287,7 @@ def test_parallel_workers_match_serial(tmp_path):
     assert shard_path(tmp_path / "w1", 0, 36, 64).read_bytes() == shard_path(tmp_path / "w2", 0, 36, 64).read_bytes()
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Frames tool.
 
 
@@ -332,7 +332,7 @@ def test_frames_tool(tmp_path, monkeypatch):
         assert PIL.Image.open(zf.open("clipB/b.jpg")).mode == "RGB"  # Grayscale source written as RGB.
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # YouTube tool (parsing and clip extraction only; never the network).
 
 
@@ -403,7 +403,7 @@ def test_youtube_clip_extraction_local(tmp_path, monkeypatch):
     assert len(_listing(written[0])[0]["vidA/0_02-0_03"]) == 30  # The video ends at 2.967 s.
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Info and Slurm.
 
 
@@ -467,7 +467,7 @@ def test_synthetic_tool_cli(tmp_path):
     shutil.rmtree(tmp_path / "s")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # What a new user hit (issue 19): failed inputs, partitions, synthetic reruns, bad output directories, warnings.
 
 

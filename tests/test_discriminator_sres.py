@@ -14,7 +14,7 @@ from long_video_gan.discriminator_sres import TINY_KWARGS, VideoDiscriminator
 from tests.reference_data import read_state_dict_table, state_dict_layout
 from torch_utils.ops import grid_sample_gradfix
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def tiny_D(seed: int = 0, **kwargs) -> VideoDiscriminator:
@@ -34,7 +34,7 @@ def clips(batch_size: int = 2, seed: int = 0, hr=(36, 64), lr=(9, 16), frames: i
     return lr_video, hr_video
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Default (training) configuration.
 
 
@@ -61,7 +61,7 @@ def test_default_forward_shape():
     assert logits.shape == (1, 1) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Building blocks.
 
 
@@ -132,7 +132,7 @@ def test_minibatch_std_layer():
     assert D(*clips(batch_size=4)).shape == (4, 1)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Tiny-configuration properties.
 
 

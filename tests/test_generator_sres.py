@@ -14,7 +14,7 @@ from long_video_gan import generator_sres
 from long_video_gan.generator_sres import TINY_KWARGS, VideoGenerator
 from tests.reference_data import read_state_dict_table, state_dict_layout
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Default (training) configuration.
 
 
@@ -238,7 +238,7 @@ def test_default_forward_values(default_G):
     assert torch.isfinite(out).all() and out.abs().max() <= 64 and out.std() > 1e-3
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Tiny-configuration properties.
 
 

@@ -36,7 +36,7 @@ GOLDEN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "
 NUM_VALUES = 48  # Values stored per output, at evenly spaced flat indices.
 TOLERANCE = 1e-5  # Absolute and relative.
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # The tiny networks and their inputs.
 
 
@@ -88,7 +88,7 @@ def _sres_D() -> torch.Tensor:
 NETWORKS = dict(lres_G=_lres_G, sres_G=_sres_G, lres_D=_lres_D, sres_D=_sres_D)
 PATHS = ("fast", "ref")
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def summarize(output: torch.Tensor) -> dict:
@@ -148,7 +148,7 @@ def regenerate(path: str = GOLDEN_PATH) -> None:
     print(f"wrote {path}")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

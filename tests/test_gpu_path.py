@@ -55,7 +55,7 @@ def _layer_filters(seed=0):
     return fu / fu.sum(), fd / fd.sum()
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Finding 1: the first call of a compiled op under no_grad / inference_mode.
 
 _FIRST_CALL_SCRIPT = """
@@ -107,7 +107,7 @@ def test_clamp_probe_works_in_any_mode():
         assert bias_act._clamp_grad_at_limit() == value
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # The CUDA paths through the public ops with the host-loop stand-ins: every derivative order the networks use.
 
 
@@ -168,7 +168,7 @@ def test_self_check_trusts_the_right_kernels_per_device_and_dtype(host_plugins):
             assert len(module._kernel_check.verdicts) == 4 and all(module._kernel_check.verdicts.values())
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Finding 2: the ADA statistics on the device of the logits ("meta" stands in for CUDA: stack refuses mixed devices).
 
 
@@ -181,7 +181,7 @@ def test_ada_statistics_stay_on_the_logits_device():
     assert controller._stats.device.type == "meta" and controller._stats.shape == (2,)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Finding 3: float16 as the original's fused kernels: float32 inside, one rounding at the output, NaN clipped.
 
 
@@ -242,7 +242,7 @@ def test_nan_is_clipped_like_the_original(host_plugins):
     assert torch.isnan(bias_act.bias_act(x, b, act="lrelu", clamp=256, impl="ref")).any()
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Finding 4.
 
 

@@ -55,7 +55,7 @@ def _rand(shape, seed, scale=1.0):
     return torch.randn(shape, generator=g, dtype=torch.float64) * scale
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
@@ -109,7 +109,7 @@ def test_default_impl_on_cpu_is_reference():
     assert torch.equal(B.bias_act(x, b, act="lrelu", clamp=0.5), B.bias_act(x, b, act="lrelu", clamp=0.5, impl="ref"))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _away_from_kinks(x, margin=0.1):
@@ -143,7 +143,7 @@ def test_gradcheck_with_clamp():
     assert g[0, 3] == 0 and g[1, 0] == 0  # clamped outputs pass no gradient
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_bad_input_errors_name_the_argument():

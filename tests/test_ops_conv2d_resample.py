@@ -10,7 +10,7 @@ from tests.op_utils import slow_upfirdn2d
 from torch_utils.ops import conv2d_resample as CR
 from torch_utils.ops import upfirdn2d as U
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
@@ -116,7 +116,7 @@ def test_sres_discriminator_forms():
     assert y3.shape == y1.shape == (1, 5, 4, 4)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_gradcheck_and_gradgradcheck(kh, kw, up, down, padding, groups):
     assert torch.autograd.gradgradcheck(fn, (x, w))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_bad_input_errors_name_the_argument():

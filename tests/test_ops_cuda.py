@@ -28,7 +28,7 @@ from torch_utils.ops import bias_act, filtered_lrelu, standin, upfirdn2d
 OPS = {"bias_act": bias_act, "upfirdn2d": upfirdn2d, "filtered_lrelu": filtered_lrelu}
 ACTS = list(bias_act.activation_funcs)
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Helpers.
 
 
@@ -90,7 +90,7 @@ def _plugin_set_to(module, plugin):
         module._plugin, module._plugin_checked = saved
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # CPU, fast: dispatch and fallback.
 
 
@@ -177,7 +177,7 @@ def test_adjoint_padding_gives_the_reference_gradient(seed):
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # CPU, slow: the kernels' per-element code in the plugins' host loops.
 
 
@@ -375,7 +375,7 @@ def test_host_plugin_errors_name_the_bad_input(host_plugins):
         host_plugins["bias_act"].bias_act(x, torch.zeros([3]), None, None, 1, 3, 0, 0.2, 1.0, -1.0, True)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # GPU: the CUDA kernels. Not yet run on a GPU (none was available while this was written).
 
 

@@ -8,7 +8,7 @@ import torch
 from tests.op_utils import slow_upfirdn2d
 from torch_utils.ops import filtered_lrelu as FL
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
@@ -97,7 +97,7 @@ def test_output_size_formula():
                         assert y.shape == (1, 1, out_h, out_w), (H, W, up, down, fu_taps, fd_taps, p0, p1)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_gradcheck_and_gradgradcheck(up, down, padding, fu_shape, fd_shape, clam
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_bad_input_errors_name_the_argument():
@@ -153,7 +153,7 @@ def test_bad_input_errors_name_the_argument():
         FL.filtered_lrelu(x, impl="triton")
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # CPU training path: the kernel's autograd structure with polyphase passes (what runs when gradients are needed).
 
 

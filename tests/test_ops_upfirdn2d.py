@@ -8,7 +8,7 @@ import torch
 from tests.op_utils import slow_upfirdn2d
 from torch_utils.ops import upfirdn2d as U
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: one intra-op thread for tiny tensors
 
@@ -65,7 +65,7 @@ def test_float32_filter_is_cast_to_input_dtype():
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Wrappers: padding formulas of filter2d, upsample2d and downsample2d, against the loop evaluation.
 
 
@@ -107,7 +107,7 @@ def test_upsample2d_bilinear_is_half_pixel_linear_interpolation():
     np.testing.assert_allclose(y.numpy(), expected, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_output_size_formula():
@@ -127,7 +127,7 @@ def test_output_size_formula():
                         assert y.shape == (1, 1, out_h, out_w), (H, W, up, down, taps, p0, p1)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_gradcheck_and_gradgradcheck(up, down, padding, fshape, flip_filter):
     assert torch.autograd.gradgradcheck(fn, (x,))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_setup_filter():

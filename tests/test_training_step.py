@@ -16,7 +16,7 @@ from torch_utils import training_stats
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def sres_gan(grad_accum: int = 1, batch_gpu: int = 2, ada: bool = True, in_augment: bool = True) -> SuperResVideoGAN:
@@ -50,7 +50,7 @@ def running_averages(G: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: b.detach().clone() for n, b in G.named_buffers() if n.endswith(("magnitude_ema", "w_avg"))}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_sres_running_averages_advance_once_per_step_whatever_the_chunking(monkeypatch):
@@ -97,7 +97,7 @@ def lres_batch(batch_size: int, seed: int) -> dict:
     return {"video": torch.rand([batch_size, 3, 16, 36, 64], generator=g) * 2 - 1}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def record(monkeypatch, log: list, owner, name: str, label: str) -> None:
@@ -138,7 +138,7 @@ def test_lres_draw_order_is_the_originals(monkeypatch):
     assert log == g_step + d_step
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # One step of each phase against stored numbers.
 #
 # The numbers in tests/data/training_step_reference.json were computed by THIS code (after the issue-20 fixes: ADA at

@@ -23,7 +23,7 @@ try:
 except ImportError:  # Windows: no flock; ProcessLock falls back to the filelock package there.
     fcntl = None
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def describe_this_process() -> str:

@@ -24,7 +24,7 @@ import dnnlib
 
 from . import fast_cpu, kernel_check
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Activations. `alpha` is the negative slope of lrelu and is ignored by the others. `cuda_idx` is the activation's
 # number in the compiled kernel; `ref` says which tensor the kernel's backward pass reads to get the derivative
 # ("x": the input, "y": the output, "": none needed); `has_2nd_grad` says whether the second derivative is nonzero
@@ -79,7 +79,7 @@ activation_funcs = {
     "swish": dnnlib.EasyDict(func=_swish, def_alpha=0, def_gain=np.sqrt(2), cuda_idx=9, ref="x", has_2nd_grad=True),
 }
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
@@ -115,7 +115,7 @@ def _init() -> bool:
     return _plugin is not None
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _check_args(x, b, dim, act, clamp, impl) -> int:
@@ -330,4 +330,4 @@ def _bias_act_cuda(dim=1, act="linear", alpha=None, gain=None, clamp=None):
     return BiasActCuda
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------

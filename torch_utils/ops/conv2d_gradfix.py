@@ -20,7 +20,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 enabled = False  # Allow the replacement path (never taken on PyTorch >= 1.11, see the module docstring).
 weight_gradients_disabled = False  # Set inside no_weight_gradients(); read only by the replacement path.
@@ -45,7 +45,7 @@ def no_weight_gradients(disable: bool = True):
         weight_gradients_disabled = old
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def conv2d(
@@ -86,4 +86,4 @@ def conv_transpose2d(
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 from . import conv2d_gradfix
 from .upfirdn2d import _check_filter, _check_image, _get_filter_size, _parse_padding, upfirdn2d
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _get_weight_shape(w: torch.Tensor) -> list:
@@ -42,7 +42,7 @@ def _conv2d_wrapper(x, w, stride=1, padding=0, groups=1, transpose=False, flip_w
     return op(x, w, stride=stride, padding=padding, groups=groups)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _check_args(x, w, f, up, down, groups) -> None:
@@ -158,4 +158,4 @@ def conv2d_resample(
     return _conv2d_wrapper(x, w, groups=groups, flip_weight=flip_weight)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 _enabled = os.environ.get("LVG_FAST_CPU", "1").strip().lower() not in ("0", "false", "no", "off")
 _plugin = None  # Compiled kernel module, once loaded.
@@ -114,7 +114,7 @@ def applies(*tensors) -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Resampling and activation kernels. Each returns None when it does not handle the arguments, and the caller then uses
 # its reference path. Arguments are already validated by the public op.
 
@@ -235,7 +235,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
         return _plugin.bias_act(x, b, int(dim) % x.ndim, is_lrelu, alpha, gain, -1.0 if clamp is None else float(clamp))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Modulated convolutions.
 
 _conv_dtype = torch.float32  # Storage type of the modulated convolutions' operands (set_conv_dtype).
@@ -429,4 +429,4 @@ def temporal_modulated_conv3d(x, weight, styles, padding, input_gain, demodulate
     return x
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------

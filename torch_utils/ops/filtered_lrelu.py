@@ -27,7 +27,7 @@ import torch
 
 from . import bias_act, fast_cpu, kernel_check, upfirdn2d
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 _plugin = None  # Compiled kernel module, once loaded.
 _plugin_checked = False  # True once _init() has looked for the kernel (it looks only once per process).
@@ -63,7 +63,7 @@ def _init() -> bool:
     return _plugin is not None
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _check_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, impl) -> tuple:
@@ -468,4 +468,4 @@ def _torch_pass(x, f, b, codes, mode, upx, upy, downx, downy, padx0, pady0, out_
     return y
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Example:
 import torch
 import torch.nn.functional as F
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 enabled = False  # Use the custom autograd function (set by the training scripts).
 
@@ -57,7 +57,7 @@ def _check_args(input, grid) -> None:
         raise TypeError(f"grid must have the dtype of input ({input.dtype}), got {grid.dtype}")
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 class _GridSample2d(torch.autograd.Function):
@@ -84,4 +84,4 @@ class _GridSample2d(torch.autograd.Function):
         return (grad_input if need_input else None), (grad_grid if need_grid else None)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
