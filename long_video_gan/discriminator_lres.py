@@ -157,10 +157,10 @@ class Conv1dLayer(torch.nn.Module):
 class FullyConnectedLayer(torch.nn.Module):
     def __init__(
         self,
-        in_features: int,  # Input width.
-        out_features: int,  # Output width.
+        in_features: int,  # Number of input features.
+        out_features: int,  # Number of output features.
         bias: bool = True,  # Add a learned bias?
-        activation: str = "linear",  # Activation name of bias_act (no clamp).
+        activation: str = "linear",  # Activation name of bias_act ("linear", "lrelu", ...); no clamp.
     ):
         super().__init__()
         self.in_features = in_features

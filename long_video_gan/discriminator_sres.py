@@ -67,9 +67,9 @@ class FullyConnectedLayer(torch.nn.Module):
         self,
         in_features: int,  # Number of input features.
         out_features: int,  # Number of output features.
-        bias: bool = True,  # Whether to add a bias.
-        activation: str = "linear",  # Activation name of bias_act.
-        lr_multiplier: float = 1.0,  # Learning-rate multiplier.
+        bias: bool = True,  # Add a learned bias?
+        activation: str = "linear",  # Activation name of bias_act ("linear", "lrelu", ...).
+        lr_multiplier: float = 1.0,  # Learning-rate multiplier of weight and bias.
         bias_init: float = 0.0,  # Initial value of the effective bias.
     ):
         super().__init__()

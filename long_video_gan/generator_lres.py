@@ -171,13 +171,13 @@ class BlurredNoise(torch.nn.Module):
 class FullyConnectedLayer(torch.nn.Module):
     def __init__(
         self,
-        in_features: int,  # Input width.
-        out_features: int,  # Output width.
+        in_features: int,  # Number of input features.
+        out_features: int,  # Number of output features.
         bias: bool = True,  # Add a learned bias?
         activation: str = "linear",  # Activation name of bias_act ("linear", "lrelu", ...).
-        lrate_mul: float = 1.0,  # Learning-rate multiplier (equalized learning rate).
+        lrate_mul: float = 1.0,  # Learning-rate multiplier of weight and bias.
         weight_std_init: float = 1.0,  # Standard deviation of the effective initial weights.
-        bias_init: float = 0.0,  # Effective initial bias value.
+        bias_init: float = 0.0,  # Initial value of the effective bias.
     ):
         super().__init__()
         self.in_features = in_features

@@ -62,10 +62,10 @@ class FullyConnectedLayer(torch.nn.Module):
         self,
         in_features: int,  # Number of input features.
         out_features: int,  # Number of output features.
-        bias: bool = True,  # Whether to add a bias.
-        activation: str = "linear",  # Activation name of bias_act (e.g. "lrelu").
-        lr_multiplier: float = 1.0,  # Learning-rate multiplier for weight and bias.
-        weight_init: float = 1.0,  # Standard deviation of the effective initial weight.
+        bias: bool = True,  # Add a learned bias?
+        activation: str = "linear",  # Activation name of bias_act ("linear", "lrelu", ...).
+        lr_multiplier: float = 1.0,  # Learning-rate multiplier of weight and bias.
+        weight_init: float = 1.0,  # Standard deviation of the effective initial weights.
         bias_init: float = 0.0,  # Initial value of the effective bias.
     ):
         super().__init__()
@@ -173,30 +173,32 @@ class MappingNetwork(torch.nn.Module):
 @misc.profiled_function
 def modulated_conv2d(
     x: torch.Tensor,  # Input activations [N, I, H, W].
-    w: torch.Tensor,  # Weights [O, I, k, k].
-    s: torch.Tensor,  # Styles [N, I].
+    weight: torch.Tensor,  # Weights [O, I, k, k].
+    styles: torch.Tensor,  # Styles [N, I].
     demodulate: bool = True,  # Normalize each output channel's weights to unit norm.
     padding: int = 0,  # Zero padding on every side.
     input_gain: torch.Tensor | None = None,  # Scalar (or [I] / [N, I]) gain applied to the input channels.
 ) -> torch.Tensor:
     """StyleGAN3-form modulated convolution (correlation, grouped over the batch)."""
     batch_size = int(x.shape[0])
-    out_channels, in_channels, kh, kw = w.shape
-    misc.assert_shape(w, [out_channels, in_channels, kh, kw])
+    out_channels, in_channels, kh, kw = weight.shape
+    misc.assert_shape(weight, [out_channels, in_channels, kh, kw])
     misc.assert_shape(x, [batch_size, in_channels, None, None])
-    misc.assert_shape(s, [batch_size, in_channels])
+    misc.assert_shape(styles, [batch_size, in_channels])
 
     # CPU inference: the same result as one shared-weight convolution of the whole batch (torch_utils/ops/fast_cpu.py).
-    if fast_cpu.applies(x, w, s, input_gain):
-        return fast_cpu.modulated_conv2d(x, w, s, demodulate=demodulate, padding=padding, input_gain=input_gain)
+    if fast_cpu.applies(x, weight, styles, input_gain):
+        return fast_cpu.modulated_conv2d(
+            x, weight, styles, demodulate=demodulate, padding=padding, input_gain=input_gain
+        )
 
     # Pre-normalize weights and styles; the style scale is global over the batch and cancels in demodulation.
     if demodulate:
-        w = w * w.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
-        s = s * s.square().mean().rsqrt()
+        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        styles = styles * styles.square().mean().rsqrt()
 
     # Modulate.
-    w = w.unsqueeze(0) * s.unsqueeze(1).unsqueeze(3).unsqueeze(4)  # [N, O, I, k, k]
+    w = weight.unsqueeze(0) * styles.unsqueeze(1).unsqueeze(3).unsqueeze(4)  # [N, O, I, k, k]
 
     # Demodulate.
     if demodulate:
@@ -318,8 +320,8 @@ class SynthesisLayer(torch.nn.Module):
         dtype = torch.float16 if (self.use_fp16 and not force_fp32 and x.device.type == "cuda") else torch.float32
         x = modulated_conv2d(
             x=x.to(dtype),
-            w=self.weight,
-            s=styles,
+            weight=self.weight,
+            styles=styles,
             padding=self.conv_kernel - 1,
             demodulate=not self.is_torgb,
             input_gain=input_gain,

@@ -342,8 +342,8 @@ def _mul_into(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch
 
 def modulated_conv2d(
     x: torch.Tensor,  # Input activations [N, I, H, W].
-    w: torch.Tensor,  # Weights [O, I, k, k].
-    s: torch.Tensor,  # Styles [N, I].
+    weight: torch.Tensor,  # Weights [O, I, k, k].
+    styles: torch.Tensor,  # Styles [N, I].
     demodulate: bool = True,  # Normalize each output channel's weights to unit norm.
     padding: int = 0,  # Zero padding on every side.
     input_gain: torch.Tensor = None,  # Scalar (or [I] / [N, I]) gain of the input channels.
@@ -354,20 +354,22 @@ def modulated_conv2d(
     because the styles and the input gain scale input channels and the demodulation scales output channels. Returns
     `[N, O, H', W']` in the dtype of `x`.
     """
-    N, I = s.shape
+    N, I = styles.shape
     out_dtype = x.dtype
     cdtype = _conv_dtype if x.dtype == torch.float32 else x.dtype
 
     # Weight pre-normalization and squared norms depend on the weight only: prepared once per weight version.
     def prepare():
-        wf = w.detach().to(torch.float32)
+        wf = weight.detach().to(torch.float32)
         wn = wf * wf.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
         return wn.to(cdtype), wn.square().sum(dim=[2, 3]).t().contiguous()  # [O, I, k, k], [I, O]
 
-    w_conv, w_sq = _cached(w, f"modconv2d_demod_{demodulate}", prepare) if demodulate else (w.to(cdtype), None)
+    w_conv, w_sq = (
+        _cached(weight, f"modconv2d_demod_{demodulate}", prepare) if demodulate else (weight.to(cdtype), None)
+    )
 
     # Styles: pre-normalized over the whole batch as in the reference; demodulation coefficients as a matrix product.
-    s = s.to(torch.float32)
+    s = styles.to(torch.float32)
     dcoefs = None
     if demodulate:
         s = s * s.square().mean().rsqrt()
@@ -377,7 +379,7 @@ def modulated_conv2d(
     # the temporaries (modulated input, convolution output, the convolution's own layout copies) stay small.
     in_scale = s if input_gain is None else s * input_gain.to(torch.float32).expand(N, I)  # [N, I]
     in_scale = in_scale.to(x.dtype).reshape(N, I, 1, 1)
-    O, k = w.shape[0], w.shape[-1]
+    O, k = weight.shape[0], weight.shape[-1]
     out_h, out_w = x.shape[2] + 2 * padding - k + 1, x.shape[3] + 2 * padding - k + 1
     y = torch.empty([N, O, out_h, out_w], dtype=out_dtype)
     chunk = max(1, _CHUNK_BYTES // (x[0].numel() * x.element_size()))
