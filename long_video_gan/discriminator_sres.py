@@ -23,8 +23,8 @@ class LinearResample(torch.nn.Module):
     def __init__(
         self,
         scale: int = 2,  # Integer resampling factor.
-        padding: int = 0,  # Replicate padding before resampling; the release always uses 0 (zero borders).
-        padding_mode: str = "replicate",  # Padding mode used when padding > 0.
+        padding: int = 0,  # Replicate padding of the original; only 0 (zero borders) is implemented.
+        padding_mode: str = "replicate",  # Kept for compatibility with the original constructor.
     ):
         super().__init__()
         if int(scale) != scale or scale < 1:

@@ -268,7 +268,7 @@ class LatentMappingNetwork(torch.nn.Module):
 class LinearResample(torch.nn.Module):
     def __init__(
         self,
-        scale: int = 2,  # Resampling factor.
+        scale: int = 2,  # Integer resampling factor.
         padding: int = 0,  # Replicate padding of the original; only 0 (zero borders) is implemented.
         padding_mode: str = "replicate",  # Kept for compatibility with the original constructor.
     ):
@@ -343,13 +343,13 @@ class SpatialBilinearUpsample(LinearResample):
 class KaiserResample(torch.nn.Module):
     def __init__(
         self,
-        scale: int = 2,  # Resampling factor.
+        scale: int = 2,  # Integer resampling factor.
         padding: int = 0,  # Replicate padding of the original; only 0 (zero borders) is implemented.
         padding_mode: str = "replicate",  # Kept for compatibility with the original constructor.
         filter_size: int = 6,  # Taps per unit of scale (12 taps for scale 2).
-        cutoff: float = 1.0,  # Cut-off frequency.
-        width: float = 6.0,  # Kaiser transition width.
-        sampling_rate: float = 4.0,  # Sampling rate before scaling (the design uses scale * sampling_rate).
+        cutoff: float = 1.0,  # Cutoff frequency of the filter design.
+        width: float = 6.0,  # Transition-band width of the filter design.
+        sampling_rate: float = 4.0,  # Sampling rate per unit of scale of the filter design.
     ):
         super().__init__()
         if padding != 0:

@@ -531,7 +531,7 @@ class KaiserResample(torch.nn.Module):
     def __init__(
         self,
         scale: int,  # Integer resampling factor.
-        filter_size: int = 6,  # Taps per unit of scale.
+        filter_size: int = 6,  # Taps per unit of scale (12 taps for scale 2).
         cutoff: float = 1.0,  # Cutoff frequency of the filter design.
         width: float = 6.0,  # Transition-band width of the filter design.
         sampling_rate: float = 4.0,  # Sampling rate per unit of scale of the filter design.
