@@ -9,7 +9,7 @@ import av
 import click
 
 from dataset_tools import pipeline
-from dataset_tools.video_io import iter_video_frames
+from long_video_gan.video_io import iter_video_frames
 
 VIDEO_SUFFIXES = (".avi", ".mkv", ".mov", ".mp4", ".wmv")  # Matched case-insensitively.
 

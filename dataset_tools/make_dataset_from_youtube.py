@@ -19,7 +19,7 @@ import click
 
 from dataset_tools import pipeline
 from dataset_tools.utils import warn
-from dataset_tools.video_io import iter_video_frames
+from long_video_gan.video_io import iter_video_frames
 
 TIME_PATTERN = re.compile(r"(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d+)?)")
 

@@ -15,8 +15,6 @@ video for the same seed and RNG device, up to float rounding; memory does not gr
 """
 
 import os
-import re
-import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -25,6 +23,7 @@ import torch
 
 import dnnlib
 from long_video_gan import export, streaming, video_io
+from long_video_gan.video_io import VideoWriter, check_bitrate, save_png  # Re-exported: part of this API.
 from torch_utils import persistence
 
 PHASES = ("lres", "sres")
@@ -38,8 +37,8 @@ def detect_phase(G: object) -> str | None:
     """'lres' for a low-res generator, 'sres' for a super-res generator, None for anything else.
 
     Told apart by attributes that both our classes and the original release's have: the low-res generator owns a
-    temporal embedding and a total temporal scale (SPEC §1), the super-res one an `SG3` network and a temporal
-    context (SPEC §2).
+    temporal embedding and a total temporal scale (paper Sec. 3.1), the super-res one an `SG3` network and a
+    temporal context (paper Sec. 3.2).
     """
     if hasattr(G, "temporal_emb") and hasattr(G, "total_temporal_scale") and hasattr(G, "temporal_layers"):
         return "lres"
@@ -56,7 +55,7 @@ def _pick_network(data: object, source: str) -> torch.nn.Module:
         if isinstance(data.get("G_ema"), torch.nn.Module):
             return data["G_ema"]
         if isinstance(data.get("G"), torch.nn.Module):
-            # The original's train pickles hold G, D and optimizer states but no G_ema (SPEC §4.10).
+            # The original's training snapshots hold G, D and optimizer states but no G_ema.
             warnings.warn(
                 f"{source}: train pickle without G_ema; using its G (raw training weights, not the EMA)", stacklevel=3
             )
@@ -133,15 +132,6 @@ def check_generator_pair(G_lres: torch.nn.Module, G_sres: torch.nn.Module | None
         )
 
 
-_BITRATE = re.compile(r"[0-9]+(\.[0-9]+)?[kKmM]?")
-
-
-def check_bitrate(bitrate: str | None) -> None:
-    """Raise ValueError unless `bitrate` is None or an ffmpeg bitrate such as '16M', '800k' or '2000000'."""
-    if bitrate is not None and not (isinstance(bitrate, str) and _BITRATE.fullmatch(bitrate)):
-        raise ValueError(f"bitrate must be bits per second such as 16M, 800k or 2000000, got {bitrate!r}")
-
-
 def generator_device(G: torch.nn.Module) -> torch.device:
     """Device of a generator's parameters."""
     return next(G.parameters()).device
@@ -152,7 +142,7 @@ def generator_device(G: torch.nn.Module) -> torch.device:
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """Float video `[N, 3, T, H, W]` → uint8 `[N, T, H, W, 3]` via uint8(clamp(x·127.5 + 128, 0, 255)) (SPEC)."""
+    """Video `[N, 3, T, H, W]` → uint8 `[N, T, H, W, 3]` via uint8(clamp(x·127.5 + 128, 0, 255)), as the original."""
     return video_io.float_to_uint8(video.detach()).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
@@ -207,8 +197,8 @@ def iter_video_frames(
     """Yield the `num_frames` frames of one video, one at a time, in bounded memory.
 
     Frames are super-res (144×256 for the release) when `G_sres` is given, else low-res (36×64).
-    Default: uint8 numpy arrays `[H, W, 3]` (SPEC mapping). With `as_tensor=True`: float32 tensors `[3, H, W]` on the
-    generator's device, raw generator output (nominally in [-1, 1], not clamped).
+    Default: uint8 numpy arrays `[H, W, 3]` (mapped as `to_uint8`). With `as_tensor=True`: float32 tensors `[3, H, W]`
+    on the generator's device, raw generator output (nominally in [-1, 1], not clamped).
     Example: `frames = list(iter_video_frames(G, seed=1, num_frames=16))`.
     """
     chunks = iter_video_chunks(
@@ -229,113 +219,6 @@ def iter_video_frames(
 
 # ----------------------------------------------------------------------------
 # Files.
-
-
-def _temp_path(path: str) -> str:
-    """A hidden sibling of `path` with the same extension (ffmpeg and PIL choose the format from it)."""
-    head, tail = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(tail)
-    return os.path.join(head, f".{stem}.{uuid.uuid4().hex}.tmp{ext}")
-
-
-class VideoWriter:
-    """Writes an H.264 mp4 (libx264, yuv420p) frame by frame; the file appears under its name only when complete.
-
-    Frames are enlarged by the smallest whole nearest-neighbour factor that makes both sides multiples of 16 (the
-    original writer's rule: 36×64 → 144×256; 144×256 stays), so the encoder never rescales them.
-
-    Example:
-        with VideoWriter("out.mp4", fps=30) as writer:
-            for chunk in chunks:
-                writer.write(to_uint8(chunk.video)[0])  # [T, H, W, 3] uint8
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,  # Final file name.
-        fps: float = 30,  # Frames per second.
-        bitrate: str | None = "16M",  # Target bitrate (the original's setting); None = use `quality`.
-        quality: float | None = None,  # Constant quality 1-10 (libx264 CRF int(51·(1 − q/10))) when bitrate is None.
-    ):
-        if not fps > 0:
-            raise ValueError(f"fps must be positive, got {fps}")
-        if bitrate is None and quality is None:
-            raise ValueError("give a bitrate or a quality, got neither")
-        check_bitrate(bitrate)
-        if quality is not None and not 1 <= quality <= 10:
-            raise ValueError(f"quality must be in [1, 10], got {quality}")
-        self.path = os.fspath(path)
-        self.fps = fps
-        self.bitrate = bitrate
-        self.quality = quality
-        self.num_frames = 0
-        self._temp = None
-        self._writer = None
-        self._factor = None
-
-    def write(self, frames: np.ndarray) -> None:
-        """Append frames `[T, H, W, 3]` uint8."""
-        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
-            got = f"{frames.dtype} array of shape {frames.shape}" if isinstance(frames, np.ndarray) else type(frames)
-            raise ValueError(f"frames must be a uint8 array [T, H, W, 3], got {got}")
-        if self._factor is None:
-            self._factor = video_io.grid_enlarge_factor(frames.shape[1], frames.shape[2])
-        if self._factor > 1:
-            frames = frames.repeat(self._factor, axis=1).repeat(self._factor, axis=2)  # [T, H·f, W·f, 3]
-        if self._writer is None:
-            import imageio_ffmpeg
-
-            self._temp = _temp_path(self.path)
-            self._writer = imageio_ffmpeg.write_frames(
-                self._temp,
-                size=(frames.shape[2], frames.shape[1]),
-                fps=self.fps,
-                codec="libx264",
-                bitrate=self.bitrate,
-                quality=self.quality if self.bitrate is None else None,
-                pix_fmt_in="rgb24",
-                pix_fmt_out="yuv420p",
-                macro_block_size=16,
-                ffmpeg_log_level="error",
-            )
-            self._writer.send(None)
-        for frame in frames:
-            self._writer.send(np.ascontiguousarray(frame))
-        self.num_frames += len(frames)
-
-    def close(self, keep: bool = True) -> None:
-        """Finish the file and move it into place (`keep=True`), or discard it."""
-        writer, temp = self._writer, self._temp
-        self._writer = self._temp = None
-        try:
-            if writer is not None:
-                writer.close()
-            if keep and temp is not None:
-                os.replace(temp, self.path)
-                temp = None
-        finally:
-            if temp is not None and os.path.exists(temp):
-                os.remove(temp)
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(keep=exc_type is None)
-
-
-def save_png(frame: np.ndarray, path: str | os.PathLike) -> None:
-    """Save one uint8 frame `[H, W, 3]` as a PNG at its native size, atomically."""
-    from PIL import Image
-
-    path = os.fspath(path)
-    temp = _temp_path(path)
-    try:
-        Image.fromarray(np.ascontiguousarray(frame), "RGB").save(temp, format="PNG")
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def output_names(seed: int, num_frames: int) -> dict[str, str]:
@@ -442,6 +325,7 @@ __all__ = [
     "iter_video_frames",
     "to_uint8",
     "VideoWriter",
+    "check_bitrate",
     "save_png",
     "output_names",
     "normalize_indices",

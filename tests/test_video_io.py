@@ -1,6 +1,9 @@
-"""Tests for long_video_gan/video_io.py: grid layout, enlargement, H.264 writing, atomicity, image grids."""
+"""Tests for long_video_gan/video_io.py: grid layout, enlargement, H.264 writing, atomicity, image grids, and the
+reader of the dataset tools."""
 
 import os
+import subprocess
+import sys
 
 import imageio_ffmpeg
 import numpy as np
@@ -8,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from long_video_gan import video_io
+from long_video_gan import api, video_io
 
 
 def _read_video(path):
@@ -109,3 +112,43 @@ def test_save_image_grid_exact(tmp_path):
     assert np.array_equal(pixels[0:5, 7:14], u8[2])  # Clip 2: row 0, column 1.
     with pytest.raises(ValueError, match="image"):
         video_io.save_image_grid(images[0], str(path))
+
+
+def test_one_writer_for_grids_and_api(tmp_path):
+    assert api.VideoWriter is video_io.VideoWriter and api.save_png is video_io.save_png
+    assert api.check_bitrate is video_io.check_bitrate
+    clip = torch.rand([1, 3, 6, 36, 64], generator=torch.Generator().manual_seed(1)) * 2 - 1
+    video_io.write_video_grid(clip, str(tmp_path / "grid.mp4"), fps=24)
+    with video_io.VideoWriter(tmp_path / "writer.mp4", fps=24) as writer:
+        writer.write(api.to_uint8(clip)[0])
+    assert (tmp_path / "grid.mp4").read_bytes() == (tmp_path / "writer.mp4").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [(dict(fps=0), "fps"), (dict(bitrate="16 M"), "bitrate"), (dict(bitrate=None), "neither"),
+     (dict(bitrate=None, quality=11), "quality")],
+)  # fmt: skip
+def test_write_video_grid_checks_settings_first(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        video_io.write_video_grid(_solid_clips([[0, 0, 0]]), str(tmp_path / "sub" / "x.mp4"), **settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reader_reads_what_the_writer_wrote(tmp_path):
+    gen = torch.Generator().manual_seed(2)
+    frames = video_io.float_to_uint8(torch.rand([1, 3, 12, 36, 64], generator=gen) * 0.2 - 0.1)  # Smooth: codes well.
+    frames = frames.permute(0, 2, 3, 4, 1)[0].numpy()  # [T, H, W, 3]
+    with video_io.VideoWriter(tmp_path / "v.mp4", fps=10, bitrate=None, quality=10) as writer:
+        writer.write(frames)
+    problems = []
+    read = np.stack([np.asarray(f) for f in video_io.iter_video_frames(tmp_path / "v.mp4", problems)])
+    assert problems == [] and read.shape == (12, 144, 256, 3)
+    assert np.abs(read[:, ::4, ::4].astype(int) - frames).mean() < 3  # Lossy H.264, nearly exact at quality 10.
+    half = list(video_io.iter_video_frames(tmp_path / "v.mp4", problems, start=0.35, fps=5))
+    assert len(half) == 4  # Frames at 0.4, 0.6, 0.8, 1.0 s (nearest to 0.4 + k/5, up to the last frame at 1.1 s).
+
+
+def test_dataset_tools_read_videos_without_torch():
+    code = "import sys, dataset_tools.make_dataset_from_videos; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
