@@ -41,6 +41,7 @@ def _worker(
     import dnnlib
     from long_video_gan import training_setup
     from long_video_gan import training_utils as tu
+    from torch_utils import misc
 
     script = __import__("train_lres" if phase == "lres" else "train_sres")
     opts = dnnlib.EasyDict(
@@ -65,7 +66,7 @@ def _worker(
     device = torch.device("cpu")
     c = script.build_config(opts, device, world_size=1)
     tu.set_precision_flags()
-    tu.seed_all(0)
+    misc.seed_all(0)
 
     t0 = time.time()
     gan = dnnlib.util.construct_class_by_name(

@@ -96,18 +96,19 @@ class Logger:
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         self.close()
 
-    def write(self, text: str | bytes, console: Any = None) -> None:
-        """Write to the log file and to `console` (default: the original stdout)."""
+    def write(self, text: str | bytes, console: Any = None) -> int:
+        """Write to the log file and to `console` (default: the original stdout); returns the characters written."""
         if isinstance(text, bytes):
             text = text.decode(errors="replace")
         if len(text) == 0:  # Some libraries write empty strings to probe the stream.
-            return
+            return 0
         console = self.stdout if console is None else console
         if self.file is not None:
             self.file.write(text)
         console.write(text)
         if self.should_flush:
             self.flush(console)
+        return len(text)
 
     def flush(self, console: Any = None) -> None:
         if self.file is not None:
@@ -115,7 +116,14 @@ class Logger:
         (self.stdout if console is None else console).flush()
 
     def isatty(self) -> bool:
-        return False
+        """As the console's, so libraries that colour or animate their output on a terminal still do."""
+        return self.stdout.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a stream offers (encoding, fileno, errors, ...) is the console's.
+        if name in ("stdout", "stderr", "file"):  # Not set yet (failure inside __init__): no recursion.
+            raise AttributeError(name)
+        return getattr(self.stdout, name)
 
     def close(self) -> None:
         """Flush, close the file and put the original stdout/stderr back (only if they are still ours)."""
@@ -137,14 +145,19 @@ class _StreamTee:
         self.logger = logger
         self.console = console
 
-    def write(self, text: str | bytes) -> None:
-        self.logger.write(text, console=self.console)
+    def write(self, text: str | bytes) -> int:
+        return self.logger.write(text, console=self.console)
 
     def flush(self) -> None:
         self.logger.flush(self.console)
 
     def isatty(self) -> bool:
-        return False
+        return self.console.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("logger", "console"):
+            raise AttributeError(name)
+        return getattr(self.console, name)
 
 
 # ----------------------------------------------------------------------------

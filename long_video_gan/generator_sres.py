@@ -28,15 +28,6 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float) 
     return torch.tensor(taps, dtype=torch.float32)
 
 
-def _all_reduce_mean_(value: torch.Tensor) -> torch.Tensor:
-    """Average a tensor over all ranks in place (no-op with a single process)."""
-    world_size = distributed.get_world_size()
-    if world_size > 1:
-        torch.distributed.all_reduce(value)
-        value /= world_size
-    return value
-
-
 def _crop_or_pad(x: torch.Tensor, target_width: int, target_height: int) -> torch.Tensor:
     """Centre-crop each spatial axis that is too large, then replicate-pad each axis that is too small."""
     height, width = x.shape[-2:]
@@ -153,7 +144,7 @@ class MappingNetwork(torch.nn.Module):
         # Track the running average of w over all ranks.
         if update_emas:
             with torch.no_grad():
-                batch_mean = _all_reduce_mean_(x.detach().mean(dim=0))
+                batch_mean = distributed.all_reduce(x.detach().mean(dim=0), "mean")
                 self.w_avg.copy_(batch_mean.lerp(self.w_avg, self.w_avg_beta))
 
         # Broadcast and truncate.
@@ -307,7 +298,7 @@ class SynthesisLayer(torch.nn.Module):
         # Track the input magnitude (before any cast) and normalize by it.
         if update_emas:
             with torch.no_grad():
-                magnitude_cur = _all_reduce_mean_(x.detach().to(torch.float32).square().mean())
+                magnitude_cur = distributed.all_reduce(x.detach().to(torch.float32).square().mean(), "mean")
                 self.magnitude_ema.copy_(magnitude_cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
 

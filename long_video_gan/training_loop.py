@@ -1,4 +1,4 @@
-"""The training loop shared by both phases of LongVideoGAN (SPEC §4.3, §4.10-4.12).
+"""The training loop shared by both phases of LongVideoGAN, low-resolution and super-resolution.
 
 `training_loop(**c)` runs on every rank: it builds the dataset and the phase object (`gan_kwargs.class_name`, e.g.
 `long_video_gan.video_gan_lres.LowResVideoGAN`), resumes from a train pickle if one is given, and then alternates
@@ -10,12 +10,13 @@ rank and the number of data batches consumed, and all tick work (samples, metric
 states saved and restored, so N uninterrupted steps equal N/2 steps, a kill and a resume (bitwise on the CPU).
 
 Departures from the original: checkpoints hold CPU tensors and are written atomically; a train pickle is also written
-at the final step (the sres original skipped it, SPEC §9.4); module summaries are printed once at start instead of at
-every snapshot; every rank's parameters are compared by digest (not tensor by tensor) before each snapshot.
+at the final step (the original super-resolution loop skipped it); module summaries are printed once at start instead
+of at every snapshot; every rank's parameters are compared by digest (not tensor by tensor) before each snapshot.
 """
 
 import json
 import os
+import pickle
 import time
 
 import torch
@@ -23,13 +24,9 @@ import torch
 import dnnlib
 from long_video_gan import training_utils as tu
 from torch_utils import distributed, misc, training_stats
+from torch_utils.distributed import print0
 
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def print0(*args) -> None:
-    if distributed.get_rank() == 0:
-        print(*args, flush=True)
 
 
 class preserve_rng:
@@ -40,10 +37,10 @@ class preserve_rng:
         self.device = device
 
     def __enter__(self):
-        self.state = tu.get_rng_state(self.device)
+        self.state = misc.get_rng_state(self.device)
 
     def __exit__(self, *exc):
-        tu.set_rng_state(self.state, self.device)
+        misc.set_rng_state(self.state, self.device)
         return False
 
 
@@ -85,7 +82,8 @@ def training_loop(
         )
     tu.set_precision_flags()
     _enable_grid_sample_gradfix()
-    tee = tu.Tee(os.path.join(run_dir, "log.txt")) if rank == 0 else None  # stdout and stderr also go to log.txt.
+    # stdout and stderr also go to log.txt (appended to on resume).
+    tee = dnnlib.util.Logger(os.path.join(run_dir, "log.txt"), file_mode="a") if rank == 0 else None
     try:
         _train(
             run_dir=run_dir,
@@ -118,7 +116,8 @@ def training_loop(
 
 
 def _enable_grid_sample_gradfix() -> None:
-    # Second-order gradients through the sres ADA pipe (R1) need it (SPEC §4.2).
+    # The R1 penalty of the super-resolution phase takes second-order gradients through the ADA pipeline's
+    # grid_sample, which need the gradfix.
     try:
         from torch_utils.ops import grid_sample_gradfix
 
@@ -160,7 +159,7 @@ def _train(
     )
 
     # Networks and dataset are built from the run seed (identical on every rank), then each rank gets its own seed.
-    tu.seed_all(seed)
+    misc.seed_all(seed)
     print0("Loading dataset...")
     dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)
     print0(f"Dataset: {dataset}")
@@ -175,12 +174,12 @@ def _train(
         gan.load_checkpoint_state(resume_data)
     else:
         gan.broadcast_from_rank0()
-    tu.seed_all(tu.rank_seed(seed, rank, world_size))
+    misc.seed_all(misc.rank_seed(seed, rank, world_size))
     if resume_data is not None:
         rng_states = resume_data["rng_states"]
         same_devices = device.type != "cuda" or all("torch_cuda" in state for state in rng_states)
         if len(rng_states) == world_size and same_devices:
-            tu.set_rng_state(rng_states[rank], device)
+            misc.set_rng_state(rng_states[rank], device)
             loader_position = int(resume_data["loader_position"])
         else:
             # Another world size or device type: exact continuation is impossible; reseed from the step so that no
@@ -190,9 +189,9 @@ def _train(
                 f"{'' if same_devices else ' on CPU'}, this run has {world_size} on {device.type}; random streams "
                 f"and data order restart (results will differ from an uninterrupted run)."
             )
-            tu.seed_all(tu.rank_seed(seed + start_step, rank, world_size))
+            misc.seed_all(misc.rank_seed(seed + start_step, rank, world_size))
             loader_seed = seed + start_step
-    loader = tu.InfiniteLoader(
+    loader = misc.InfiniteLoader(
         dataset,
         batch_gpu,
         seed=loader_seed,
@@ -207,7 +206,7 @@ def _train(
     if rank == 0:
         os.makedirs(samples_dir, exist_ok=True)
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-    sample_seed = tu.rank_seed(seed, rank, world_size)
+    sample_seed = misc.rank_seed(seed, rank, world_size)
     with preserve_rng(device):
         print0("Preparing sample inputs...")
         gan.prepare_samples(dataset, result_seq_length, sample_seed, write_dir=None if resume_data else samples_dir)
@@ -362,11 +361,12 @@ def _snapshot(
     world_size,
 ):
     """G-EMA pickle, optional train pickle, sample video and metrics; runs on every rank."""
-    digests = tu.check_rank_consistency(gan.modules())
-    rng_states = tu.all_gather_objects(tu.get_rng_state(device))
+    digests = misc.check_rank_consistency(gan.modules())
+    rng_states = distributed.all_gather_objects(misc.get_rng_state(device))
     ema_path = tu.checkpoint_path(run_dir, step, "G-ema")
     if rank == 0:
-        tu.atomic_pickle(tu.snapshot_module(gan.G_ema), ema_path)
+        with dnnlib.util.atomic_write(ema_path) as f:
+            pickle.dump(tu.snapshot_module(gan.G_ema), f)
         if write_train:
             data = gan.checkpoint_state()
             data.update(
@@ -380,7 +380,8 @@ def _snapshot(
                 wandb_id=wandb.run_id,
                 config=_read_config(run_dir),
             )
-            tu.atomic_pickle(data, tu.checkpoint_path(run_dir, step, "train"))
+            with dnnlib.util.atomic_write(tu.checkpoint_path(run_dir, step, "train")) as f:
+                pickle.dump(data, f)
         print0(f"Saved {os.path.relpath(ema_path, run_dir)}" + (" and train pickle" if write_train else ""))
 
     gan.write_fake_samples(os.path.join(samples_dir, f"fake-{step:08d}"))

@@ -318,7 +318,8 @@ def _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock) -> Non
             if new_run:
                 os.makedirs(c.run_dir, exist_ok=True)
                 new_run_lock = _lock_run_dir(c.run_dir)  # Refuses if a copy started at the same moment took it.
-            tu.atomic_write_text(json.dumps(c, indent=2), os.path.join(c.run_dir, "config.json"))
+            with dnnlib.util.atomic_write(os.path.join(c.run_dir, "config.json"), "wb") as f:
+                f.write(json.dumps(c, indent=2).encode("utf-8"))
         distributed.barrier()
 
         from long_video_gan.training_loop import training_loop

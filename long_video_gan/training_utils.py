@@ -1,44 +1,36 @@
-"""Training plumbing for LongVideoGAN: run directories, seeds, distributed set-up, gradient sync, G EMA, checkpoints,
-infinite seeded data loading, status lines, JSONL logs and an optional W&B wrapper (SPEC §4.5, §4.6, §4.10-4.12).
+"""What LongVideoGAN's training needs beyond the generic helpers: device choice, the G EMA schedule, sample clips,
+run directories and their lock, dataset identity, checkpoints, status lines, JSONL logs and an optional W&B wrapper.
 
-Nothing here knows about a particular network; `video_gan_lres.py` / `video_gan_sres.py` hold the phase-specific
-steps and `training_loop.py` the loop that ties everything together.
+Model-agnostic plumbing has one home elsewhere: logging to log.txt, atomic writes and time formatting in
+`dnnlib.util`; printing on rank 0, barriers, gathers, broadcasts and gradient sync in `torch_utils.distributed`;
+seeds, RNG states, seeded resumable data loading and rank-consistency digests in `torch_utils.misc`.
+`video_gan_lres.py` / `video_gan_sres.py` hold the phase-specific steps and `training_loop.py` the loop.
 """
 
 import copy
 import glob
 import hashlib
-import io
 import json
-import math
 import os
 import pickle
-import random
 import re
 import sys
-import time
 import uuid
-from collections.abc import Iterable, Iterator
 
-import numpy as np
 import psutil
 import torch
-import torch.distributed as dist
 
-from torch_utils import distributed
+import dnnlib
+from torch_utils import distributed, misc
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Distributed set-up.
 
 
-get_rank = distributed.get_rank
-get_world_size = distributed.get_world_size
-
-
 def resolve_device(device: str | None) -> torch.device:
     """`None` means CUDA when available, else CPU; a bare "cuda" becomes "cuda:LOCAL_RANK". Under torchrun (WORLD_SIZE
     > 1) every CUDA device becomes "cuda:LOCAL_RANK", "cuda:N" included: each rank drives its own GPU, as in the
-    original (SPEC §4.12), instead of all ranks piling onto GPU N."""
+    original (CUDA device = LOCAL_RANK), instead of all ranks piling onto GPU N."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -56,7 +48,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def set_precision_flags() -> None:
-    """Strict fp32 arithmetic (SPEC §4.7): no TF32 in matmuls or cuDNN convs, no reduced-precision fp16 reductions,
+    """Strict fp32 arithmetic, as the original: no TF32 in matmuls or cuDNN convs, no reduced-precision fp16 reductions,
     and no cuDNN autotuning, whose algorithm choice can differ between runs and break exact reproducibility."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -64,69 +56,8 @@ def set_precision_flags() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def rank_seed(seed: int, rank: int, world_size: int) -> int:
-    """Per-rank seed `rank + seed * world_size` (SPEC §4.12): distinct across ranks and across run seeds."""
-    return rank + seed * world_size
-
-
-def seed_all(seed: int) -> None:
-    """Seeds torch (CPU and every CUDA device), numpy and Python `random` with `seed`."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
-    """Copies every parameter and buffer of `module` from rank `src` to all ranks (no-op for one process)."""
-    if get_world_size() == 1:
-        return
-    with torch.no_grad():
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(tensor.data, src=src)
-
-
-def all_gather_objects(obj) -> list:
-    """Every rank's `obj`, in rank order (a one-item list for one process)."""
-    if get_world_size() == 1:
-        return [obj]
-    out = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def barrier() -> None:
-    if get_world_size() > 1:
-        dist.barrier()
-
-
 # ----------------------------------------------------------------------------------------------------------------------
-# Gradient synchronisation (SPEC §4.6).
-
-
-def sync_grads(params: Iterable[torch.nn.Parameter], gain: float = 1.0, shard_numel: int = 2**23) -> None:
-    """Sums gradients across ranks, divides by the world size, multiplies by `gain` and cleans NaN/Inf, in place.
-
-    Only parameters that have a gradient take part (the others keep none, so Adam skips them). The flat gradient is
-    all-reduced in `ceil(n / shard_numel)` near-equal shards; afterwards NaN becomes 0 and +-inf becomes +-1e5. There
-    is no other NaN handling: steps are never skipped.
-    """
-    params = [p for p in params if p.grad is not None]
-    if not params:
-        return
-    flat = torch.cat([p.grad.detach().flatten() for p in params])
-    world_size = get_world_size()
-    if world_size > 1:
-        for shard in flat.tensor_split(math.ceil(flat.numel() / shard_numel)):
-            dist.all_reduce(shard)
-    flat = flat / world_size
-    flat = flat * gain
-    flat = torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5)
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.view_as(p.grad))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Generator EMA (SPEC §4.5).
+# Generator EMA: a moving average of G whose decay warms up towards 0.99985 over the first ~25k steps.
 
 
 def ema_beta(step: int, beta: float = 0.99985, warmup_steps: int = 25000) -> float:
@@ -152,176 +83,14 @@ def update_ema(ema: torch.nn.Module, source: torch.nn.Module, beta: float) -> No
             e.copy_(s)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Fingerprints (used to check that all ranks hold identical networks).
-
-
-def module_digest(*modules: torch.nn.Module) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer of `modules`."""
-    h = hashlib.sha256()
-    for module in modules:
-        tensors = list(module.named_parameters()) + list(module.named_buffers())
-        for name, t in tensors:
-            t = t.detach().cpu().contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def check_rank_consistency(modules: dict[str, torch.nn.Module]) -> list[str]:
-    """Gathers every rank's digest of `modules` and raises RuntimeError naming a module that differs between ranks.
-
-    Returns the per-rank digests of all modules together (rank order), which checkpoints record.
-    """
-    digests = {name: module_digest(m) for name, m in modules.items()}
-    all_digests = all_gather_objects(digests)
-    for name in modules:
-        values = [d[name] for d in all_digests]
-        if len(set(values)) != 1:
-            bad = [r for r, v in enumerate(values) if v != values[0]]
-            raise RuntimeError(f"{name} differs between rank 0 and ranks {bad}")
-    return [hashlib.sha256("".join(d[name] for name in modules).encode()).hexdigest() for d in all_digests]
-
-
-def combined_digest(modules: dict[str, torch.nn.Module]) -> str:
-    """The value `check_rank_consistency` reports for one rank holding `modules`."""
-    return hashlib.sha256("".join(module_digest(m) for m in modules.values()).encode()).hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# RNG state capture (so that a resumed run continues the exact random streams).
-
-
-def get_rng_state(device: torch.device) -> dict:
-    """Global torch CPU RNG (plus the CUDA one of `device`), numpy and Python `random` states."""
-    state = {"torch_cpu": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        state["torch_cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if device.type == "cuda":
-        if "torch_cuda" not in state:
-            raise ValueError("the checkpoint's RNG state has no CUDA generator state (it was saved by a CPU run)")
-        torch.cuda.set_rng_state(state["torch_cuda"], device)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Seeded, resumable, infinite data loading.
-
-
-class SeededItems(torch.utils.data.Dataset):
-    """Wraps a dataset that draws from the global torch RNG, so that item `(index, seed)` is read with that RNG seeded
-    by `seed`. The caller's RNG state is restored afterwards, so this also works without worker processes."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
-
-
-def item_seed(seed: int, rank: int, position: int) -> int:
-    """A 63-bit seed for the `position`-th item that rank `rank` reads in a run with seed `seed`."""
-    words = np.random.SeedSequence([seed, rank, position]).generate_state(2, dtype=np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
-
-
-class SeededInfiniteSampler(torch.utils.data.Sampler):
-    """Endless `(index, item_seed)` keys for `SeededItems`: reshuffled epochs split across ranks.
-
-    Each epoch e is a permutation of all items drawn from a generator seeded with `(seed, e)`, padded by wrapping
-    to a multiple of the world size; rank r takes positions r, r + W, r + 2W, ... (like `DistributedSampler`).
-    Starting at `start` reproduces exactly the keys a sampler started at 0 yields from its `start`-th key on, so
-    resuming needs only the number of items consumed.
-    """
-
-    def __init__(self, num_items: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0):
-        if num_items < 1:
-            raise ValueError(f"num_items must be positive, got {num_items}")
-        self.num_items = num_items
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.start = start
-        self.per_rank = math.ceil(num_items / world_size)
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
-        return torch.randperm(self.num_items, generator=gen)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        position = self.start
-        epoch, perm = None, None
-        while True:
-            e, j = divmod(position, self.per_rank)
-            if e != epoch:
-                epoch, perm = e, self._permutation(e)
-            index = int(perm[(j * self.world_size + self.rank) % self.num_items])
-            yield index, item_seed(self.seed, self.rank, position)
-            position += 1
-
-
-class InfiniteLoader:
-    """Endless iterator of batches over `dataset` that knows how many batches it has handed out (`position`).
-
-    Rebuilding it with the same arguments and `start_batches=position` continues the exact same batch sequence,
-    whatever the number of worker processes.
-    """
-
-    def __init__(
-        self,
-        dataset: torch.utils.data.Dataset,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_batches: int = 0,
-        num_workers: int = 2,
-        prefetch_factor: int = 2,
-        pin_memory: bool = False,
-    ):
-        self.batch_size = batch_size
-        self.position = start_batches
-        sampler = SeededInfiniteSampler(len(dataset), seed, rank, world_size, start=start_batches * batch_size)
-        kwargs = dict(num_workers=num_workers, pin_memory=pin_memory)
-        if num_workers > 0:
-            kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=True)
-        # A private generator for the workers' base seed: otherwise creating the iterator draws from the global RNG,
-        # which would shift the training's random stream between a fresh and a resumed run.
-        kwargs.update(generator=torch.Generator().manual_seed(seed))
-        self._loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size, sampler=sampler, **kwargs)
-        self._iter = None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._iter is None:
-            self._iter = iter(self._loader)
-        batch = next(self._iter)
-        self.position += 1
-        return batch
-
-
 def read_items(dataset, num_items: int, seed: int) -> list[dict]:
     """`num_items` items of `dataset` chosen and drawn from `seed` alone, never from the training data stream."""
     gen = torch.Generator().manual_seed(seed)
-    items = SeededItems(dataset)
+    items = misc.SeededItems(dataset)
     out = []
     for i in range(num_items):
         index = int(torch.randint(len(dataset), [], generator=gen))
-        out.append(items[index, item_seed(seed, _SAMPLE_STREAM, i)])
+        out.append(items[index, misc.item_seed(seed, _SAMPLE_STREAM, i)])
     return out
 
 
@@ -334,7 +103,7 @@ _SAMPLE_STREAM = 2**30  # Stands in for the rank in item seeds, so sample clips 
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Run directories (SPEC §4.11).
+# Run directories: `outdir/NNNNN-{desc}`, numbered on from the largest existing id, as the original.
 
 _RUN_ID = re.compile(r"^(\d+)")
 
@@ -469,33 +238,7 @@ def dataset_identity(dataset_kwargs: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Atomic files and checkpoints.
-
-
-def atomic_write_bytes(data: bytes, path: str) -> None:
-    """Writes `data` to `path` through a temp file in the same directory and a rename (never a half-written file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
-def atomic_pickle(obj, path: str) -> None:
-    """Pickles `obj` to `path` atomically."""
-    buf = io.BytesIO()
-    pickle.dump(obj, buf)
-    atomic_write_bytes(buf.getvalue(), path)
-
-
-def atomic_write_text(text: str, path: str) -> None:
-    atomic_write_bytes(text.encode("utf-8"), path)
+# Checkpoints.
 
 
 def snapshot_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -572,23 +315,13 @@ def trim_jsonl(path: str, max_step: int, step_key) -> None:
                 continue  # A line cut short by the kill.
             if step is None or step <= max_step:
                 kept.append(line if line.endswith("\n") else line + "\n")
-    atomic_write_text("".join(kept), path)
+    with dnnlib.util.atomic_write(path, "wb") as f:
+        f.write("".join(kept).encode("utf-8"))
 
 
 def cpu_mem_gb() -> float:
     """Resident memory of this process in GB (2^30 bytes)."""
     return psutil.Process(os.getpid()).memory_info().rss / 2**30
-
-
-def format_time(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
 
 
 def status_line(
@@ -605,7 +338,7 @@ def status_line(
     fields = [
         f"step {step:<9d}",
         f"tick {tick:<5d}",
-        f"time {format_time(total_sec):<12s}",
+        f"time {dnnlib.util.format_time(total_sec):<12s}",
         f"sec/step {sec_per_step:<8.3f}",
         f"maintenance {maintenance_sec:<7.1f}",
         f"cpumem {cpu_mem:<6.2f}",
@@ -613,40 +346,6 @@ def status_line(
         f"reserved {gpu_reserved:<6.2f}",
     ]
     return " ".join(fields)
-
-
-class Tee:
-    """Copies everything written to stdout/stderr into a log file (rank 0 only); `close()` restores the streams."""
-
-    def __init__(self, path: str):
-        self.file = open(path, "a", encoding="utf-8")
-        self.stdout, self.stderr = sys.stdout, sys.stderr
-        sys.stdout = _TeeStream(self.stdout, self.file)
-        sys.stderr = _TeeStream(self.stderr, self.file)
-
-    def close(self) -> None:
-        sys.stdout, sys.stderr = self.stdout, self.stderr
-        self.file.close()
-
-
-class _TeeStream:
-    def __init__(self, stream, file):
-        self.stream, self.file = stream, file
-
-    def write(self, text: str) -> int:
-        self.file.write(text)
-        self.file.flush()
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.file.flush()
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -690,7 +389,7 @@ class WandbLogger:
     def __init__(self, mode: str, project: str, run_dir: str, config: dict, resume_id: str | None = None):
         self.run = None
         self.mode = mode
-        if mode == "off" or get_rank() != 0:
+        if mode == "off" or distributed.get_rank() != 0:
             return
         try:
             import wandb
@@ -730,21 +429,3 @@ class WandbLogger:
             except Exception:
                 pass
             self.run = None
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class Timer:
-    """Wall-clock stopwatch: `elapsed()` seconds since construction or the last `reset()`."""
-
-    def __init__(self):
-        self.start = time.time()
-
-    def elapsed(self) -> float:
-        return time.time() - self.start
-
-    def reset(self) -> float:
-        now = time.time()
-        elapsed, self.start = now - self.start, now
-        return elapsed

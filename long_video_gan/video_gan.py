@@ -32,7 +32,7 @@ import torch
 import dnnlib
 from long_video_gan import loss as losses
 from long_video_gan import training_utils as tu
-from torch_utils import misc, training_stats
+from torch_utils import distributed, misc, training_stats
 
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class VideoGAN:
     def broadcast_from_rank0(self) -> None:
         """Gives every rank rank 0's parameters and buffers (SPEC §4.6)."""
         for module in self.modules().values():
-            tu.broadcast_module(module)
+            distributed.broadcast_module(module)
 
     def to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -201,7 +201,7 @@ class VideoGAN:
 
     def _optimizer_step(self, module: torch.nn.Module, opt: torch.optim.Optimizer, gain: float) -> None:
         module.requires_grad_(False)
-        tu.sync_grads(module.parameters(), gain=gain)
+        distributed.sync_grads(module.parameters(), gain=gain)
         opt.step()
         opt.zero_grad(set_to_none=True)
 

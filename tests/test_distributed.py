@@ -1,4 +1,5 @@
-"""Tests for torch_utils.distributed (single process and a real 2-process gloo run) and cross-rank training_stats."""
+"""Tests for torch_utils.distributed (single process, spawned and torchrun 2-process gloo runs), cross-rank
+training_stats and the rank-consistency checks of torch_utils.misc."""
 
 import json
 import math
@@ -49,6 +50,62 @@ def test_print0_and_bad_inputs(monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------------------
+# Gradient sync, module broadcast and object gathers (used by the training step and checkpoints).
+
+
+def test_sync_grads_cleans_nan_inf_and_applies_gain():
+    a = torch.nn.Parameter(torch.zeros(4))
+    b = torch.nn.Parameter(torch.zeros(2))
+    unused = torch.nn.Parameter(torch.zeros(2))
+    a.grad = torch.tensor([1.0, float("nan"), float("inf"), -float("inf")])
+    b.grad = torch.tensor([2.0, -3.0])
+    distributed.sync_grads([a, b, unused], gain=0.5)
+    assert a.grad.tolist() == [0.5, 0.0, 1e5, -1e5]
+    assert b.grad.tolist() == [1.0, -1.5]
+    assert unused.grad is None  # Parameters without a gradient keep none.
+
+
+def test_single_process_module_broadcast_and_gather():
+    m = torch.nn.Linear(2, 2)
+    before = [t.clone() for t in m.parameters()]
+    distributed.broadcast_module(m)
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    assert distributed.all_gather_objects({"x": 1}) == [{"x": 1}]
+
+
+def _spawned_worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        a = torch.nn.Parameter(torch.zeros(5))
+        b = torch.nn.Parameter(torch.zeros(3))
+        a.grad = torch.arange(5, dtype=torch.float32) * (rank + 1)
+        b.grad = torch.tensor([float("nan") if rank == 1 else 1.0, 2.0, 4.0])
+        distributed.sync_grads([a, b], gain=2.0, shard_numel=3)  # 8 values in 3 shards.
+        m = torch.nn.Linear(2, 2)
+        torch.nn.init.constant_(m.weight, float(rank + 1))
+        m.register_buffer("stat", torch.full([2], 10.0 * rank))
+        distributed.broadcast_module(m, src=1)
+        gathered = distributed.all_gather_objects({"rank": rank})
+        torch.save(
+            {"a": a.grad, "b": b.grad, "weight": m.weight.detach(), "stat": m.stat, "gathered": gathered},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_sync_grads_broadcast_and_gather_two_ranks(tmp_path):
+    torch.multiprocessing.spawn(_spawned_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        g = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.allclose(g["a"], torch.arange(5, dtype=torch.float32) * 3)  # (1x + 2x) / 2 * 2.
+        assert g["b"].tolist() == [0.0, 4.0, 8.0]  # NaN summed in, then cleaned to 0.
+        assert g["weight"].eq(2.0).all() and g["stat"].tolist() == [10.0, 10.0]  # Rank 1's parameters and buffers.
+        assert g["gathered"] == [{"rank": 0}, {"rank": 1}]
+
+
+# ----------------------------------------------------------------------------
 
 WORKER = textwrap.dedent(
     """
@@ -81,6 +138,19 @@ WORKER = textwrap.dedent(
     result["bcast"] = distributed.broadcast(torch.tensor([float(rank)]), src=1).item()
     result["gather"] = [x.item() for x in distributed.all_gather(torch.tensor([2.0 * rank]))]
     result["obj"] = distributed.broadcast_object({"seed": 1234} if rank == 0 else None)
+
+    # check_rank_consistency: digests agree for identical modules; a differing module is named on every rank.
+    m = torch.nn.Linear(2, 2)
+    torch.nn.init.constant_(m.weight, 1.0)
+    torch.nn.init.constant_(m.bias, 0.0)
+    result["digests"] = misc.check_rank_consistency({"m": m})
+    with torch.no_grad():
+        m.bias.add_(rank)
+    try:
+        misc.check_rank_consistency({"m": m})
+        result["rank_mismatch"] = None
+    except RuntimeError as err:
+        result["rank_mismatch"] = str(err)
 
     # check_ddp_consistency: identical modules pass; a differing bias is caught on the differing rank.
     m = torch.nn.Linear(2, 2)
@@ -156,5 +226,7 @@ def test_two_process_gloo_run(tmp_path):
         assert result["obj"] == {"seed": 1234}
         assert result["grad_local"] == float(r + 1)
         assert result["grad_synced"] == 3.0  # mean over ranks of 2 * (rank + 1)
+    assert results[0]["digests"] == results[1]["digests"] and len(set(results[0]["digests"])) == 1
+    assert results[0]["rank_mismatch"] == results[1]["rank_mismatch"] == "m differs between rank 0 and ranks [1]"
     assert results[0]["mismatch"] is None
     assert "Linear.bias" in results[1]["mismatch"]

@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import io
 import os
 import subprocess
 import sys
@@ -103,6 +104,25 @@ def test_logger_tees_stdout_and_stderr(tmp_path, capsys):
     assert log_path.read_text().endswith("resumed\n")
     with pytest.raises(ValueError, match="file_mode must be 'w' or 'a', got 'x'"):
         util.Logger(str(log_path), file_mode="x")
+
+
+def test_logger_streams_act_like_the_console(tmp_path, monkeypatch):
+    class _Console(io.StringIO):
+        encoding = "utf-8"
+
+        def isatty(self):
+            return True
+
+    out, err = _Console(), _Console()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    with util.Logger(str(tmp_path / "log.txt"), file_mode="a") as logger:
+        # Libraries that colour or animate on a terminal, or ask the stream's encoding, see the console's answers.
+        assert sys.stdout.isatty() and sys.stderr.isatty()
+        assert sys.stdout.encoding == sys.stderr.encoding == "utf-8"
+        assert sys.stdout.write("abc") == 3 and sys.stderr.write("de") == 2 and logger.write("") == 0
+    assert sys.stdout is out and sys.stderr is err
+    assert out.getvalue() == "abc" and err.getvalue() == "de" and (tmp_path / "log.txt").read_text() == "abcde"
 
 
 def test_list_and_copy_files(tmp_path):

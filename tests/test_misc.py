@@ -1,6 +1,7 @@
 """Tests for torch_utils.misc."""
 
 import itertools
+import random
 import warnings
 
 import numpy as np
@@ -80,6 +81,70 @@ def test_infinite_sampler_is_seeded_and_partitions_ranks():
         misc.InfiniteSampler([])
 
 
+# Seeds, RNG states and seeded, resumable loading (what training uses).
+
+
+def test_rank_seed_and_seed_all():
+    assert [misc.rank_seed(3, r, 2) for r in range(2)] == [6, 7]  # rank + seed * world_size, as the original.
+    misc.seed_all(5)
+    first = (torch.rand(2), np.random.rand(), random.random())
+    misc.seed_all(5)
+    assert torch.equal(first[0], torch.rand(2)) and first[1:] == (np.random.rand(), random.random())
+
+
+def test_rng_state_round_trip():
+    dev = torch.device("cpu")
+    torch.manual_seed(5)
+    state = misc.get_rng_state(dev)
+    first = (torch.rand(3), np.random.rand(), random.random())
+    misc.set_rng_state(state, dev)
+    assert torch.equal(first[0], torch.rand(3)) and first[1:] == (np.random.rand(), random.random())
+    with pytest.raises(ValueError, match="no CUDA generator state"):
+        misc.set_rng_state(state, torch.device("cuda"))
+
+
+class _RandomItems(torch.utils.data.Dataset):
+    """Draws from the global torch RNG like the video datasets do."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, idx):
+        return {"index": idx, "value": torch.rand([])}
+
+
+def test_seeded_sampler_epochs_ranks_and_order():
+    keys = [iter(misc.SeededInfiniteSampler(5, seed=3, rank=r, world_size=2)) for r in range(2)]
+    first_epoch = [next(keys[r])[0] for _ in range(3) for r in range(2)]
+    assert sorted(first_epoch[:5]) == [0, 1, 2, 3, 4]  # Each epoch covers every item (padded by wrapping).
+    start = misc.SeededInfiniteSampler(5, seed=3, rank=1, world_size=2, start=7)
+    full = iter(misc.SeededInfiniteSampler(5, seed=3, rank=1, world_size=2))
+    tail = [next(full) for _ in range(12)][7:]
+    assert [next(iter_) for iter_ in [iter(start)] for _ in range(5)] == tail
+    # The order itself is part of the training's reproducibility (stored runs, the training-step reference).
+    keys = list(itertools.islice(misc.SeededInfiniteSampler(5, seed=3, rank=1, world_size=2), 8))
+    assert [index for index, _ in keys] == [0, 3, 1, 4, 3, 1, 2, 0]
+    assert keys[0] == (0, 981808652984847667) == (0, misc.item_seed(3, 1, 0))
+    with pytest.raises(ValueError, match="num_items must be positive, got 0"):
+        misc.SeededInfiniteSampler(0)
+
+
+def test_infinite_loader_resumes_with_any_worker_count():
+    torch.manual_seed(0)
+    rng = torch.get_rng_state()
+    loader = misc.InfiniteLoader(_RandomItems(), batch_size=2, seed=1, num_workers=0)
+    batches = [next(loader) for _ in range(5)]
+    assert torch.equal(rng, torch.get_rng_state())  # Neither the loader nor reading items touch the global RNG.
+    assert loader.position == 5
+    resumed = misc.InfiniteLoader(_RandomItems(), batch_size=2, seed=1, start_batches=3, num_workers=1)
+    for expected in batches[3:]:
+        got = next(resumed)
+        assert torch.equal(got["index"], expected["index"]) and torch.equal(got["value"], expected["value"])
+
+
+# ----------------------------------------------------------------------------
+
+
 class _Net(torch.nn.Module):
     def __init__(self, channels=3, extra=False):
         super().__init__()
@@ -123,6 +188,18 @@ def test_ddp_helpers_without_a_process_group():
     misc.check_ddp_consistency(net)  # no group: nothing to compare against
     with pytest.raises(TypeError, match="module must be a torch.nn.Module, got str"):
         misc.check_ddp_consistency("net")
+
+
+def test_module_digest_changes_with_values():
+    a, b = _Net(), _Net()
+    misc.copy_params_and_buffers(a, b)
+    assert misc.module_digest(a) == misc.module_digest(b)
+    with torch.no_grad():
+        b.avg[0] += 1e-7  # Buffers count too.
+    assert misc.module_digest(a) != misc.module_digest(b)
+    assert misc.module_digest(a, b) != misc.module_digest(b, a)  # Order of the modules counts.
+    # One process: nothing to compare against; the per-rank digest list has this rank's combined digest.
+    assert misc.check_rank_consistency({"a": a, "b": b}) == [misc.combined_digest({"a": a, "b": b})]
 
 
 def test_print_module_summary(capsys):

@@ -18,6 +18,7 @@ import train_lres
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
 from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir, train_env
+from torch_utils import misc
 
 # Tiny networks, 2 clips per step, a status line every step, G-EMA and train pickles every 2 steps.
 FAST = [*TINY_CPU, "--batch", "2", "--grad-accum", "1", "--tick", "1", "--snap", "2", "--train-snap", "2"]
@@ -99,7 +100,7 @@ def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
         load_pickle(run_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
         load_pickle(full_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
     )
-    ema = [tu.module_digest(load_pickle(d / "checkpoints" / "ckpt-00000004-G-ema.pkl")) for d in (run_dir, full_dir)]
+    ema = [misc.module_digest(load_pickle(d / "checkpoints" / "ckpt-00000004-G-ema.pkl")) for d in (run_dir, full_dir)]
     assert ema[0] == ema[1]
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert [r["progress/step"]["mean"] for r in stats] == [1, 2, 3, 4]  # What the killed run logged later is gone.
@@ -117,7 +118,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     data = load_pickle(run_dir / "checkpoints" / "ckpt-00000002-train.pkl")
     assert data["world_size"] == 2 and len(data["rng_states"]) == 2
     # Each rank's digest of its own G, D and G_ema, gathered at the snapshot, equals the pickled networks'.
-    expected = tu.combined_digest({"G": data["G"], "D": data["D"], "G_ema": data["G_ema"]})
+    expected = misc.combined_digest({"G": data["G"], "D": data["D"], "G_ema": data["G_ema"]})
     assert data["rank_digests"] == [expected, expected]
     assert not torch.equal(data["rng_states"][0]["torch_cpu"], data["rng_states"][1]["torch_cpu"])  # Per-rank seeds.
 

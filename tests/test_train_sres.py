@@ -17,6 +17,7 @@ from long_video_gan import training_setup
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
 from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir
+from torch_utils import misc
 
 LR, HR = (36, 64), (144, 256)  # Resolutions of the tiny sres networks (those of the paper).
 # Tiny networks (2 hr frames + 4 lr context frames on each side), 2 clips per step, a tick every 2 steps, G-EMA and
@@ -95,7 +96,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     SCRIPT.train_two_processes(["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "4"])
     data = load_pickle(only_run_dir(outdir) / "checkpoints" / "ckpt-00000004-train.pkl")
     modules = {k: data[k] for k in ("G", "D", "G_ema", "augment", "in_augment")}
-    assert data["world_size"] == 2 and data["rank_digests"] == [tu.combined_digest(modules)] * 2
+    assert data["world_size"] == 2 and data["rank_digests"] == [misc.combined_digest(modules)] * 2
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import torch
 from long_video_gan import training_utils as tu
 from long_video_gan.video_gan import ChunkedBufferUpdate, split_batch
 from long_video_gan.video_gan_lres import LowResVideoGAN
+from torch_utils import misc
 
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -160,5 +161,5 @@ def test_checkpoint_state_round_trip():
     state = a.checkpoint_state()
     assert state["G"].scale.device.type == "cpu" and not state["G"].training
     b.load_checkpoint_state(state)
-    assert tu.module_digest(a.G, a.D, a.G_ema) == tu.module_digest(b.G, b.D, b.G_ema)
+    assert misc.module_digest(a.G, a.D, a.G_ema) == misc.module_digest(b.G, b.D, b.G_ema)
     assert b.G.training and b.D.training  # Back in train mode after loading.

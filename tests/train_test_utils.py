@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
-from long_video_gan import training_utils as tu
+from torch_utils import misc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def assert_same_state(a: dict, b: dict, modules=("G", "D", "G_ema")) -> None:
     """Bitwise equality of the `modules`, optimiser states, RNG states, data position and step of two train
     pickles."""
     for name in modules:
-        assert tu.module_digest(a[name]) == tu.module_digest(b[name]), name
+        assert misc.module_digest(a[name]) == misc.module_digest(b[name]), name
     for opt in ("G_opt", "D_opt"):
         sa, sb = a[opt]["state"], b[opt]["state"]
         assert sa.keys() == sb.keys()

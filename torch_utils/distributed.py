@@ -1,8 +1,8 @@
 """Process-group helpers for torchrun launches that also work as a plain single process (CPU or GPU).
 
 Under `torchrun --nproc_per_node=K train_lres.py ...` every rank calls `init()`; without torchrun no process group
-is created and the helpers below behave as for one rank (SPEC §4.12, with the "always create a group" behaviour of
-the original relaxed so that CPU-only, single-process runs need no networking).
+is created and the helpers below behave as for one rank (the original always created a process group; here a
+CPU-only, single-process run needs no networking).
 
 Example:
     device = distributed.init()                 # cuda:LOCAL_RANK, or cpu
@@ -11,8 +11,9 @@ Example:
     distributed.barrier()
 """
 
+import math
 import os
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -152,6 +153,46 @@ def all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     result = [torch.empty_like(tensor) for _ in range(get_world_size())]
     torch.distributed.all_gather(result, tensor.contiguous())
     return result
+
+
+def all_gather_objects(obj: Any) -> list:
+    """Every rank's picklable `obj`, in rank order (a one-item list for one process)."""
+    if get_world_size() == 1:
+        return [obj]
+    out = [None] * get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every parameter and buffer of `module` from rank `src` to all ranks, in place (no-op for one process)."""
+    if get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            torch.distributed.broadcast(tensor.data, src=src)
+
+
+def sync_grads(params: Iterable[torch.nn.Parameter], gain: float = 1.0, shard_numel: int = 2**23) -> None:
+    """Sum gradients across ranks, divide by the world size, multiply by `gain` and clean NaN/Inf, in place.
+
+    Only parameters that have a gradient take part (the others keep none, so Adam skips them). The flat gradient is
+    all-reduced in `ceil(n / shard_numel)` near-equal shards; afterwards NaN becomes 0 and +-inf becomes +-1e5. There
+    is no other NaN handling: steps are never skipped.
+    """
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.detach().flatten() for p in params])
+    world_size = get_world_size()
+    if world_size > 1:
+        for shard in flat.tensor_split(math.ceil(flat.numel() / shard_numel)):
+            torch.distributed.all_reduce(shard)
+    flat = flat / world_size
+    flat = flat * gain
+    flat = torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p.grad))
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

@@ -1,11 +1,17 @@
-"""Model-agnostic PyTorch helpers: cached constants, shape asserts, samplers, parameter copying, module summaries.
+"""Model-agnostic PyTorch helpers: cached constants, shape asserts, seeds and RNG states, seeded resumable data
+loading, parameter copying, rank-consistency checks, module summaries.
 
 Embedded network sources of the original release call `constant`, `assert_shape`, `profiled_function` and
-`suppress_tracer_warnings` by these names (SPEC §8.2).
+`suppress_tracer_warnings` by these names, and the original module also offered `InfiniteSampler` and
+`check_ddp_consistency`: these names stay, with the original's signatures, so original pickles and code written
+against the original find them.
 """
 
 import contextlib
 import functools
+import hashlib
+import math
+import random
 import re
 import warnings
 from typing import Any, Callable, Iterator
@@ -14,6 +20,8 @@ import numpy as np
 import torch
 
 import dnnlib
+
+from . import distributed
 
 # ----------------------------------------------------------------------------
 
@@ -136,6 +144,9 @@ def profiled_function(fn: Callable) -> Callable:
 class InfiniteSampler(torch.utils.data.Sampler):
     """Endless index stream over a dataset, split across ranks, reshuffled gradually as it loops.
 
+    The original's sampler, kept for its API. Training uses `SeededInfiniteSampler` / `InfiniteLoader`, whose order
+    can be resumed from a count of items consumed.
+
     With shuffling, each yielded position is swapped with a random earlier one inside a window of
     `window_size * len(dataset)` items, so later passes see a different order without epoch boundaries.
 
@@ -187,6 +198,145 @@ class InfiniteSampler(torch.utils.data.Sampler):
                 j = (i - rnd.randint(window)) % order.size
                 order[i], order[j] = order[j], order[i]
             idx += 1
+
+
+# ----------------------------------------------------------------------------
+# Seeds and RNG states (so that a resumed run continues the exact random streams).
+
+
+def rank_seed(seed: int, rank: int, world_size: int) -> int:
+    """Per-rank seed `rank + seed * world_size`, as the original: distinct across ranks and across run seeds."""
+    return rank + seed * world_size
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch (CPU and every CUDA device), numpy and Python `random` with `seed`."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def get_rng_state(device: torch.device) -> dict:
+    """Global torch CPU RNG (plus the CUDA one of `device`), numpy and Python `random` states."""
+    state = {"torch_cpu": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what `get_rng_state` returned (for a CUDA `device`, the state must hold its CUDA generator)."""
+    torch.set_rng_state(state["torch_cpu"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if device.type == "cuda":
+        if "torch_cuda" not in state:
+            raise ValueError("the checkpoint's RNG state has no CUDA generator state (it was saved by a CPU run)")
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
+
+
+# ----------------------------------------------------------------------------
+# Seeded, resumable, infinite data loading.
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Wraps a dataset that draws from the global torch RNG, so that item `(index, seed)` is read with that RNG seeded
+    by `seed`. The caller's RNG state is restored afterwards, so this also works without worker processes."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def item_seed(seed: int, rank: int, position: int) -> int:
+    """A 63-bit seed for the `position`-th item that rank `rank` reads in a run with seed `seed`."""
+    words = np.random.SeedSequence([seed, rank, position]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+class SeededInfiniteSampler(torch.utils.data.Sampler):
+    """Endless `(index, item_seed)` keys for `SeededItems`: reshuffled epochs split across ranks.
+
+    Each epoch e is a permutation of all items drawn from a generator seeded with `(seed, e)`, padded by wrapping
+    to a multiple of the world size; rank r takes positions r, r + W, r + 2W, ... (like `DistributedSampler`).
+    Starting at `start` reproduces exactly the keys a sampler started at 0 yields from its `start`-th key on, so
+    resuming needs only the number of items consumed.
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0):
+        if num_items < 1:
+            raise ValueError(f"num_items must be positive, got {num_items}")
+        self.num_items = num_items
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start = start
+        self.per_rank = math.ceil(num_items / world_size)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+        return torch.randperm(self.num_items, generator=gen)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        position = self.start
+        epoch, perm = None, None
+        while True:
+            e, j = divmod(position, self.per_rank)
+            if e != epoch:
+                epoch, perm = e, self._permutation(e)
+            index = int(perm[(j * self.world_size + self.rank) % self.num_items])
+            yield index, item_seed(self.seed, self.rank, position)
+            position += 1
+
+
+class InfiniteLoader:
+    """Endless iterator of batches over `dataset` that knows how many batches it has handed out (`position`).
+
+    Rebuilding it with the same arguments and `start_batches=position` continues the exact same batch sequence,
+    whatever the number of worker processes.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batches: int = 0,
+        num_workers: int = 2,
+        prefetch_factor: int = 2,
+        pin_memory: bool = False,
+    ):
+        self.batch_size = batch_size
+        self.position = start_batches
+        sampler = SeededInfiniteSampler(len(dataset), seed, rank, world_size, start=start_batches * batch_size)
+        kwargs = dict(num_workers=num_workers, pin_memory=pin_memory)
+        if num_workers > 0:
+            kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=True)
+        # A private generator for the workers' base seed: otherwise creating the iterator draws from the global RNG,
+        # which would shift the training's random stream between a fresh and a resumed run.
+        kwargs.update(generator=torch.Generator().manual_seed(seed))
+        self._loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size, sampler=sampler, **kwargs)
+        self._iter = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iter is None:
+            self._iter = iter(self._loader)
+        batch = next(self._iter)
+        self.position += 1
+        return batch
 
 
 # ----------------------------------------------------------------------------
@@ -266,6 +416,9 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
     """Assert that every parameter and buffer equals rank 0's copy (NaNs count as equal). No-op without a process
     group. `ignore_regex` is matched against '<ClassName>.<tensor name>'.
 
+    The original's tensor-by-tensor check, kept for its API; training uses `check_rank_consistency` (one digest
+    per module and rank, which checkpoints also record).
+
     Example:
         >>> check_ddp_consistency(G_ema, ignore_regex=r".*\\.[^.]+_(avg|ema)")
     """
@@ -284,6 +437,42 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
         torch.distributed.broadcast(tensor=other, src=0)
         if not (tensor == other).all():
             raise AssertionError(f"check_ddp_consistency: {fullname} differs from rank 0")
+
+
+# ----------------------------------------------------------------------------
+# Fingerprints (to check that all ranks hold identical networks).
+
+
+def module_digest(*modules: torch.nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer of `modules`."""
+    h = hashlib.sha256()
+    for module in modules:
+        tensors = list(module.named_parameters()) + list(module.named_buffers())
+        for name, t in tensors:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def check_rank_consistency(modules: dict[str, torch.nn.Module]) -> list[str]:
+    """Gather every rank's digest of `modules` and raise RuntimeError naming a module that differs between ranks.
+
+    Returns the per-rank digests of all modules together (rank order), which checkpoints record.
+    """
+    digests = {name: module_digest(m) for name, m in modules.items()}
+    all_digests = distributed.all_gather_objects(digests)
+    for name in modules:
+        values = [d[name] for d in all_digests]
+        if len(set(values)) != 1:
+            bad = [r for r, v in enumerate(values) if v != values[0]]
+            raise RuntimeError(f"{name} differs between rank 0 and ranks {bad}")
+    return [hashlib.sha256("".join(d[name] for name in modules).encode()).hexdigest() for d in all_digests]
+
+
+def combined_digest(modules: dict[str, torch.nn.Module]) -> str:
+    """The value `check_rank_consistency` reports for one rank holding `modules`."""
+    return hashlib.sha256("".join(module_digest(m) for m in modules.values()).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------
