@@ -11,7 +11,7 @@ torch_utils.
 Shape letters: N batch, C channels, T frames, H height, W width.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

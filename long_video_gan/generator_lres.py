@@ -12,7 +12,7 @@ Shape letters: N batch, C channels, T frames, H height, W width, S latent width,
 """
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.signal

@@ -17,7 +17,7 @@ import glob
 import hashlib
 import os
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,7 @@ Shape letters follow the package convention: N batch, C channels, T frames, H he
 import math
 import os
 import pickle
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

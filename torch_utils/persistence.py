@@ -38,7 +38,8 @@ import pickle
 import sys
 import types
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
