@@ -39,7 +39,7 @@ def full_run(dataset, tmp_path_factory):
     return only_run_dir(outdir), stdout
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_tiny_run_writes_checkpoints_samples_and_logs(full_run):
@@ -123,7 +123,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     assert not torch.equal(data["rng_states"][0]["torch_cpu"], data["rng_states"][1]["torch_cpu"])  # Per-rank seeds.
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Bad input: a clear error naming the option, before anything is written.
 
 
@@ -178,7 +178,7 @@ def test_dry_run_prints_config_only(dataset, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Resume and run directories (issue 19, items 4, 5 and 12).
 
 

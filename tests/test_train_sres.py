@@ -39,7 +39,7 @@ def full_run(dataset, tmp_path_factory):
     return only_run_dir(outdir)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_tiny_run_writes_checkpoints_and_samples(full_run):
@@ -99,7 +99,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     assert data["world_size"] == 2 and data["rank_digests"] == [misc.combined_digest(modules)] * 2
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Bad input: a clear error naming the option, before anything is written.
 
 

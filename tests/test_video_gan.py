@@ -9,7 +9,7 @@ from long_video_gan.video_gan import ChunkedBufferUpdate, split_batch
 from long_video_gan.video_gan_lres import LowResVideoGAN
 from torch_utils import misc
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 class StandInG(torch.nn.Module):
@@ -70,7 +70,7 @@ class Batches:
         return {"video": torch.rand([self.batch_gpu, 3, 8, 8, 16]) * 2 - 1}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def test_optimiser_settings_include_lazy_r1_correction():

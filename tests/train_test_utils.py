@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The options every test run passes: tiny networks on the CPU, data loaded in the main process, no W&B.
 TINY_CPU = ["--preset", "tiny", "--device", "cpu", "--workers", "0", "--wandb", "off"]
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def train_env() -> dict:
@@ -70,7 +70,7 @@ def assert_same_state(a: dict, b: dict, modules=("G", "D", "G_ema")) -> None:
     assert a["loader_position"] == b["loader_position"] and a["step"] == b["step"]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
