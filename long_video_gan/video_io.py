@@ -73,7 +73,7 @@ def make_grid(video: torch.Tensor, num_rows: int) -> torch.Tensor:
 
 
 def _temp_path(path: str) -> str:
-    """A hidden sibling of `path` with the same extension (ffmpeg and PIL pick the format from it)."""
+    """A hidden sibling of `path` with the same extension (ffmpeg picks the format from it)."""
     head, tail = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(tail)
     return os.path.join(head, f".{stem}.{uuid.uuid4().hex}.tmp{ext}")
@@ -272,17 +272,19 @@ def _save_rgb(pixels: np.ndarray, path: str, format: str | None = None) -> None:
     """Saves uint8 `[H, W, 3]` pixels with PIL, atomically; `format=None` picks it from the extension of `path`."""
     from PIL import Image
 
-    temp = _temp_path(path)
-    try:
-        Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(temp, format=format)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    from dnnlib.util import atomic_write
+
+    if format is None:
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in Image.registered_extensions():
+            raise ValueError(f"image path must end in an image extension such as .png or .jpg, got {path!r}")
+        format = Image.registered_extensions()[ext]
+    with atomic_write(path, "wb") as f:
+        Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(f, format=format)
 
 
 def save_png(frame: np.ndarray, path: str | os.PathLike) -> None:
-    """Save one uint8 frame `[H, W, 3]` as a PNG at its native size, atomically."""
+    """Save one uint8 frame `[H, W, 3]` as a PNG at its native size, atomically (temp file + rename)."""
     _save_rgb(frame, os.fspath(path), format="PNG")
 
 
@@ -302,8 +304,7 @@ def save_image_grid(
     pixels = float_to_uint8(image.detach()) if to_uint8 else image.detach().to(torch.uint8)
     rows = num_rows or multiple_nearest_sqrt(pixels.shape[0])
     grid = make_grid(pixels.cpu()[:, :, None], rows)[0]  # [GH, GW, C]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _save_rgb(grid.numpy(), path)
+    _save_rgb(grid.numpy(), path)  # Creates the folder.
 
 
 # ----------------------------------------------------------------------------
