@@ -1,4 +1,4 @@
-"""CPU speed of both LongVideoGAN generators: the reference path against the fast path (issue 12), and both against
+"""CPU speed of both LongVideoGAN generators: reference path against fast path (ops/fast_cpu.py), and both against
 this machine's floor.
 
 The work of a network is counted from the convolutions it runs (dense convolutions only; the reference path's

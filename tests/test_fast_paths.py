@@ -1,4 +1,4 @@
-"""Tests for the fast CPU inference paths (torch_utils/ops/fast_cpu.py, issue 12): every fast op and both generators
+"""Tests for the fast CPU inference paths (torch_utils/ops/fast_cpu.py): every fast op and both generators
 equal their reference paths within 1e-4 (float32), the switches select the reference path, and bf16 stays close."""
 
 import json
