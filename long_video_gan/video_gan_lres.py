@@ -1,5 +1,5 @@
 """Low-resolution phase of LongVideoGAN training: long clips from noise, DiffAugment and temporal scale augmentation
-before the video discriminator (long_video_gan/diff_augment.py; paper Sec. 3.1).
+before the video discriminator (long_video_gan/diff_augment.py).
 """
 
 import torch

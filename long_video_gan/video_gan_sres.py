@@ -1,5 +1,5 @@
 """Super-resolution phase of LongVideoGAN training: G super-resolves real low-res clips; D judges high-res clips
-together with their low-res conditioning, after adaptive augmentation (long_video_gan/augment.py; paper Sec. 3.2).
+together with their low-res conditioning, after adaptive augmentation (long_video_gan/augment.py).
 """
 
 import copy
