@@ -188,7 +188,8 @@ def test_metrics_leave_the_global_rng_untouched(env, dataset_root):
 
 
 # ----------------------------------------------------------------------------
-# Generator modes (metric_utils: lres alone, lres + sres, real low-res conditioning) and the original's two crop bugs.
+# Generator modes (lres alone, lres + sres, real low-res conditioning) and two fixed bugs of the original there: the
+# crop loop over batch_size instead of batch_gen, and a conditioning clip length without the subsampling factor.
 
 
 def test_subsample8f_renders_128_frames_and_keeps_every_8th(env, dataset_root):
