@@ -6,12 +6,12 @@ the first frame; the same curve of real clips is the target (measure: long_video
 
 import os
 import textwrap
-import uuid
 
 import click
 import torch
 import tqdm
 
+import dnnlib
 from long_video_gan import api
 from long_video_gan import color_similarity as cs
 from long_video_gan.dataset import VideoDataset
@@ -114,16 +114,11 @@ def plot_curves(curves: list[tuple[str, torch.Tensor]], path: str, title: str) -
     ax.legend(loc="lower left")
     ax.set_title(textwrap.fill(title, width=80), fontsize=8)  # Long file names wrap instead of leaving the figure.
     fig.tight_layout()
-    head, tail = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(tail)
-    temp = os.path.join(head, f".{stem}.{uuid.uuid4().hex}.tmp{ext}")
     try:
-        fig.savefig(temp, format=ext[1:].lower())
-        os.replace(temp, path)
+        with dnnlib.util.atomic_write(path) as f:
+            fig.savefig(f, format=os.path.splitext(path)[1][1:].lower())
     finally:
         plt.close(fig)
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 # ----------------------------------------------------------------------------

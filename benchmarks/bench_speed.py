@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import dnnlib  # noqa: E402
 from benchmarks.common import FLAGS_OF_INTEREST, cpu_description, peak_rss_gib  # noqa: E402
 from long_video_gan import generator_lres, generator_sres  # noqa: E402
 from torch_utils.ops import fast_cpu  # noqa: E402
@@ -393,9 +394,8 @@ def main(sres_frames, lres_lengths, repeats, no_ref_above, run_ref, bf16, rss_se
     print_summary(results)
     print(f"\nLoad average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if json_path:
-        with open(json_path + ".tmp", "w") as f:
+        with dnnlib.util.atomic_write(json_path, "w") as f:
             json.dump(results, f, indent=2, default=float)
-        os.replace(json_path + ".tmp", json_path)
 
 
 # ----------------------------------------------------------------------------

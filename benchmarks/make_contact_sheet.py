@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import dnnlib  # noqa: E402
 from long_video_gan import api, demo  # noqa: E402
 from long_video_gan import training_utils as tu  # noqa: E402
 from long_video_gan.dataset import VideoDataset  # noqa: E402
@@ -120,10 +121,8 @@ def main(dataset, lres_path, sres_path, lres_only, out_path, seed, real_seed, nu
         ]
         frame_hw = (lr_size[0] * 2, lr_size[1] * 2)
     sheet = build_sheet(rows, indices, frame_hw)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    tmp = f"{out_path}.tmp.png"
-    sheet.save(tmp)
-    os.replace(tmp, out_path)
+    with dnnlib.util.atomic_write(out_path) as f:  # Creates the directory; PNG whatever the extension, as before.
+        sheet.save(f, format="PNG")
     print(f"Saved {os.path.abspath(out_path)} ({sheet.width}x{sheet.height}; lres {lres_path}, sres {sres_path})")
 
 
