@@ -124,19 +124,62 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
         opts,
         device,
         world_size,
-        clip=dict(height=HEIGHT, width=WIDTH),
-        intervals=dict(r1_interval=16),
         dataset_kwargs=dataset_kwargs,
         gan_kwargs=gan_kwargs,
     )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The command line. Options without a default are None when unset (an empty tuple for --metric) and take the value of
+# the chosen preset; the `[paper: ...]` notes are read from the "paper" preset.
+
+POSITIVE = click.IntRange(min=1)
+
+
+def _paper(key: str) -> str:
+    return training_setup.paper_hint(PRESETS["paper"][key])
 
 
 @click.command()
-@training_setup.common_options("lres", PRESETS, dataset_help="Dataset root (holds 0036x0064/).")
-def main(**kwargs):
+@click.option(
+    "--outdir", help="Parent directory of the run directories.", metavar="DIR", default="runs/lres", show_default=True
+)
+@click.option("--dataset", help="Dataset root (holds 0036x0064/).", metavar="DIR", required=True)
+@click.option("--batch", help="Total batch over all ranks and accumulation rounds." + _paper("batch"), type=POSITIVE)
+@click.option("--grad-accum", help="Gradient accumulation rounds." + _paper("grad_accum"), type=POSITIVE)
+@click.option("--gamma", help="R1 weight." + _paper("gamma"), type=click.FloatRange(min=0))
+@click.option(
+    "--metric", "-m", help="Metric at each snapshot (repeatable; 'none' for none)." + _paper("metric"), multiple=True
+)
+@click.option("--seed", help="Random seed.", type=int, default=0, show_default=True)
+@click.option("--steps", help="Training steps." + _paper("steps"), type=click.IntRange(min=0))
+@click.option(
+    "--resume",
+    help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--preset",
+    help="Settings for the options left unset.",
+    type=click.Choice(list(PRESETS)),
+    default="paper",
+    show_default=True,
+)
+@click.option("--tick", help="Steps per tick (status line)." + _paper("tick"), type=POSITIVE)
+@click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics." + _paper("snap"), type=POSITIVE)
+@click.option(
+    "--train-snap", help="Ticks between train pickles (multiple of --snap)." + _paper("train_snap"), type=POSITIVE
+)
+@click.option(
+    "--wandb",
+    help="W&B logging.  [default: online if logged in on a terminal, else off]",
+    type=click.Choice(["online", "offline", "off"]),
+)
+@click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
+@click.option("--workers", help="Data loader processes per rank." + _paper("workers"), type=click.IntRange(min=0))
+@click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)
+def main(**opts):
     """Train the low-resolution LongVideoGAN generator.
 
     \b
@@ -150,7 +193,14 @@ def main(**kwargs):
     # Print the resolved configuration only.
     python train_lres.py --dataset=datasets/horseback --dry-run
     """
-    training_setup.run_command("lres", kwargs, PRESETS, build_config)
+    opts = training_setup.apply_preset(opts, PRESETS)
+    device, world_size, rank = training_setup.resolve_launch(opts.device)
+    training_setup.check_options(opts, world_size)
+    training_setup.check_outdir(opts.outdir)
+    c = build_config(opts, device, world_size)
+    training_setup.setup_and_train(
+        c, outdir=opts.outdir, resume=opts.resume, wandb=opts.wandb, dry_run=opts.dry_run, rank=rank
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""GAN losses of LongVideoGAN: non-saturating logistic loss and the lazy R1 penalty (SPEC §4.2).
+"""GAN losses of LongVideoGAN, those of StyleGAN2: the non-saturating logistic loss and the lazy R1 penalty (the
+squared gradient of D at real clips, taken every 16 steps on a fresh real batch).
 
 The discriminator returns one logit per clip, `[N, 1]`. The phase-specific training steps (`video_gan_lres.py`,
 `video_gan_sres.py`) call these functions per accumulation chunk and do the backward passes themselves.
@@ -56,7 +57,6 @@ def r1_penalty(real_logits: torch.Tensor, real_input: torch.Tensor) -> torch.Ten
 
 
 def r1_loss(penalty: torch.Tensor, gamma: float) -> torch.Tensor:
-    """`mean(penalty * gamma/2)`; the lazy-regularisation factor (interval / grad_accum) is applied to gradients."""
-    if gamma < 0:
-        raise ValueError(f"gamma must be non-negative, got {gamma}")
-    return (penalty * (gamma / 2)).mean()
+    """Per-sample R1 loss `penalty * gamma/2`, shape `[N]` (gamma >= 0, the R1 weight); the training step logs it and
+    back-propagates its mean. The lazy-regularisation factor (interval / grad_accum) is applied to gradients."""
+    return penalty * (gamma / 2)

@@ -1,11 +1,11 @@
-"""Set-up shared by `train_lres.py` and `train_sres.py`: presets, input checks, run directory, resume, launch.
+"""Plain functions that `train_lres.py` and `train_sres.py` call, in this order, between their parsed options and
+`training_loop`: `apply_preset`, `resolve_launch`, `check_options`, `check_outdir`, `run_config` (from the script's
+own `build_config`), then `setup_and_train` with the finished config (dataset check, run directory, resume, launch).
 
-Every check runs before any training work and raises `ConfigError` with a message that names the command-line
-option at fault; `run_command` turns it into a `click.ClickException`. Under `torch.distributed.run` every rank runs
-this code; rank 0 chooses the run directory and tells the others.
-
-The scripts also share their command-line options (`common_options`; only the default --outdir, the --dataset help
-and the `[paper: ...]` hints differ) and the part of their config that does not depend on the phase (`run_config`).
+Every check runs before any training work and raises `ConfigError` (a `click.ClickException`: the command ends with
+the message and exit status 1, not a traceback) with a message that names the command-line option at fault. Range
+checks of single options are the scripts' click types; the checks here relate options to each other or to files.
+Under `torch.distributed.run` every rank runs this code; rank 0 chooses the run directory and tells the others.
 """
 
 import json
@@ -23,15 +23,24 @@ from torch_utils import distributed
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class ConfigError(Exception):
+class ConfigError(click.ClickException):
     """A bad command-line option; the message names it."""
 
 
-def apply_preset(opts: dnnlib.EasyDict, presets: dict) -> dnnlib.EasyDict:
-    """Fills the options the user left unset (None, or an empty tuple for multiple options) from the preset."""
+def paper_hint(value) -> str:
+    """The `[paper: ...]` note of an option's help, from the value of the script's "paper" preset (so --help cannot
+    drift from what a run with that preset gets); empty for an empty --metric list."""
+    if isinstance(value, tuple):
+        return f"  [paper: {', '.join(value)}]" if value else ""
+    return f"  [paper: {value}]"
+
+
+def apply_preset(opts: dict, presets: dict) -> dnnlib.EasyDict:
+    """Fills the options the user left unset (None, or an empty tuple for multiple options) from `presets[--preset]`;
+    `--metric none` means no metric."""
+    opts = dnnlib.EasyDict(opts)
     if opts.preset not in presets:
         raise ConfigError(f"--preset: unknown preset '{opts.preset}'; valid: {', '.join(presets)}")
-    opts = dnnlib.EasyDict(opts)
     for key, value in presets[opts.preset].items():
         if opts.get(key) is None or opts.get(key) == ():
             opts[key] = value
@@ -40,23 +49,19 @@ def apply_preset(opts: dnnlib.EasyDict, presets: dict) -> dnnlib.EasyDict:
     return opts
 
 
+def resolve_launch(device_option: str | None) -> tuple[torch.device, int, int]:
+    """(device, world size, rank) of this process: --device resolved, the world from `torch.distributed.run`'s
+    environment (1 rank for a plain launch)."""
+    try:
+        device = distributed.resolve_device(device_option)
+    except ValueError as e:
+        raise ConfigError(f"--device: {e}") from None
+    return device, int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
 def check_options(opts: dnnlib.EasyDict, world_size: int) -> None:
-    """Checks the numeric options and metric names (no file access)."""
-    for name, key in [
-        ("--batch", "batch"),
-        ("--grad-accum", "grad_accum"),
-        ("--tick", "tick"),
-        ("--snap", "snap"),
-        ("--train-snap", "train_snap"),
-    ]:
-        if opts[key] < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {opts[key]}")
-    if opts.steps < 0:
-        raise ConfigError(f"--steps must be non-negative, got {opts.steps}")
-    if opts.gamma < 0:
-        raise ConfigError(f"--gamma must be non-negative, got {opts.gamma}")
-    if opts.workers < 0:
-        raise ConfigError(f"--workers must be non-negative, got {opts.workers}")
+    """Checks that relate options to each other and the metric names (no file access); each option's own range is
+    its click type."""
     if opts.batch % (world_size * opts.grad_accum) != 0:
         raise ConfigError(
             f"--batch must be divisible by world size x --grad-accum = {world_size} x {opts.grad_accum} = "
@@ -73,6 +78,13 @@ def check_options(opts: dnnlib.EasyDict, world_size: int) -> None:
             if not metric_main.is_valid_metric(name):
                 valid = ", ".join(metric_main.list_valid_metrics())
                 raise ConfigError(f"--metric: unknown name '{name}'; valid: {valid} (or 'none')")
+
+
+def check_outdir(outdir: str) -> None:
+    try:
+        tu.check_writable_dir(outdir)
+    except PermissionError as e:
+        raise ConfigError(f"--outdir: {e}") from None
 
 
 def check_dataset(dataset_kwargs: dict) -> None:
@@ -94,32 +106,27 @@ def run_config(
     device,
     world_size: int,
     *,
-    clip: dict,
-    intervals: dict,
     dataset_kwargs: dict,
     gan_kwargs: dict,
 ) -> dnnlib.EasyDict:
-    """The training config of either phase (what its `build_config` returns): the settings both phases take from the
-    same options, plus the phase's clip shape (`clip`, after seq_length), regularisation intervals (`intervals`),
-    dataset and GAN. The keys keep the order config.json has always had them in."""
+    """The training config of either phase (what its `build_config` returns, saved as config.json): the settings both
+    phases take from the same options, plus the phase's dataset and GAN. Each key is a parameter of `training_loop`.
+    The precision flags are those the original trains with: no TF32, no reduced-precision fp16 reductions, no cuDNN
+    autotuning (whose algorithm choice can differ between runs and break exact reproducibility)."""
     return dnnlib.EasyDict(
         phase=phase,
         run_dir=None,
         dataset_dir=opts.dataset,
         seq_length=opts.seq_length,
-        **clip,
-        x_flip=True,
         seed=opts.seed,
         benchmark=False,
         allow_fp16_reduce=False,
         allow_tf32=False,
-        start_step=0,
         total_steps=opts.steps,
         steps_per_tick=opts.tick,
         ticks_per_G_ema_ckpt=opts.snap,
         ticks_per_train_ckpt=opts.train_snap,
         result_seq_length=opts.result_seq_length,
-        **intervals,
         total_batch=opts.batch,
         grad_accum=opts.grad_accum,
         metrics=list(opts.metric),
@@ -184,33 +191,32 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
-def resolve_run(opts: dnnlib.EasyDict, c: dnnlib.EasyDict, phase: str) -> tuple[str | None, str | None, dict | None]:
+def resolve_run(c: dnnlib.EasyDict, outdir: str, resume: str, desc: str) -> tuple[str | None, str | None, dict | None]:
     """(run dir to continue or None for a new one, resume pickle path, loaded pickle) for `--resume`.
 
-    `auto`: the newest train pickle of the newest run dir whose name ends with this run's description (a rerun of
-    the same command continues it); `none`: always a new run; a path: resume from that pickle in a new run dir.
+    `auto`: the newest train pickle of the newest run dir under `outdir` whose name ends with `desc` (a rerun of the
+    same command continues it); `none`: always a new run; a path: resume from that pickle in a new run dir.
     """
-    desc = tu.run_desc(opts.dataset, opts.batch, opts.grad_accum, opts.gamma)
     run_dir = path = None
-    if opts.resume == "auto":
-        latest = tu.find_latest_run_dir(opts.outdir, desc)
+    if resume == "auto":
+        latest = tu.find_latest_run_dir(outdir, desc)
         found = tu.find_latest_train_checkpoint(latest) if latest else None
         if found:
             run_dir, path = latest, found[0]
-    elif opts.resume != "none":
-        path = opts.resume
+    elif resume != "none":
+        path = resume
     if path is None:
         return None, None, None
 
     try:
-        data = tu.load_train_checkpoint(path, phase)
+        data = tu.load_train_checkpoint(path, c.phase)
     except tu.CheckpointError as e:
         raise ConfigError(f"--resume: {e}") from None
     diffs = config_differences(data.get("config") or {}, c)
     if diffs:
-        hint = "; pass --resume=none to start a new run" if opts.resume == "auto" else ""
+        hint = "; pass --resume=none to start a new run" if resume == "auto" else ""
         raise ConfigError(f"--resume: '{path}' was trained with other settings ({'; '.join(diffs)}){hint}")
-    if data["step"] >= c.total_steps and opts.resume != "auto":
+    if data["step"] >= c.total_steps and resume != "auto":
         raise ConfigError(f"--resume: '{path}' is at step {data['step']}, not below --steps={c.total_steps}")
     return run_dir, path, data
 
@@ -218,39 +224,28 @@ def resolve_run(opts: dnnlib.EasyDict, c: dnnlib.EasyDict, phase: str) -> tuple[
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def setup_and_train(phase: str, opts: dict, presets: dict, build_config) -> None:
-    """Everything between the parsed options and `training_loop`: `build_config(opts, device, world_size)` makes the
-    phase's config dict. All checks run before the process group is joined or anything is written, and raise
-    ConfigError for bad input."""
-    opts = apply_preset(dnnlib.EasyDict(opts), presets)
-    try:
-        device = tu.resolve_device(opts.device)
-    except ValueError as e:
-        raise ConfigError(f"--device: {e}") from None
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # Set by torch.distributed.run; 1 for a plain launch.
-    rank = int(os.environ.get("RANK", "0"))
-    check_options(opts, world_size)
-    try:
-        tu.check_writable_dir(opts.outdir)
-    except PermissionError as e:
-        raise ConfigError(f"--outdir: {e}") from None
-    c = build_config(opts, device, world_size)
-    c.wandb_mode = tu.resolve_wandb_mode(opts.wandb)
+def setup_and_train(
+    c: dnnlib.EasyDict, *, outdir: str, resume: str, wandb: str | None, dry_run: bool, rank: int
+) -> None:
+    """Everything between the script's finished config `c` and `training_loop`: the dataset check, the run directory
+    (--outdir, named after `tu.run_desc` of the config), --resume, --dry-run, then the launch. All checks run before
+    the process group is joined or anything is written, and raise ConfigError for bad input."""
+    c.wandb_mode = tu.resolve_wandb_mode(wandb)
     check_dataset(c.dataset_kwargs)
     try:
         c.dataset_identity = tu.dataset_identity(c.dataset_kwargs)
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ConfigError(f"--dataset: cannot read the partitions' listings ({e})") from None
-    shorten_cpu_samples(c, phase, device, announce=rank == 0)
-    desc = tu.run_desc(opts.dataset, opts.batch, opts.grad_accum, opts.gamma)
+    shorten_cpu_samples(c, announce=rank == 0)
+    desc = tu.run_desc(c.dataset_dir, c.total_batch, c.grad_accum, c.gan_kwargs["gamma"])
     run_lock = None
-    if opts.resume == "auto" and rank == 0 and not opts.dry_run:
+    if resume == "auto" and rank == 0 and not dry_run:
         # A second copy of this command refuses at once instead of training into the same run directory.
-        latest = tu.find_latest_run_dir(opts.outdir, desc)
+        latest = tu.find_latest_run_dir(outdir, desc)
         if latest is not None:
             run_lock = _lock_run_dir(latest)
     try:
-        _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock)
+        _setup_and_train_locked(c, outdir, resume, dry_run, rank, desc)
     finally:
         if run_lock is not None:
             run_lock.release()
@@ -272,10 +267,10 @@ def _lock_run_dir(run_dir: str):
 CPU_SAMPLE_FRAMES = dict(lres=32, sres=16)
 
 
-def shorten_cpu_samples(c: dnnlib.EasyDict, phase: str, device, announce: bool) -> None:
-    """Cuts `c.result_seq_length` to CPU_SAMPLE_FRAMES[phase] on a CPU, saying so."""
-    limit = CPU_SAMPLE_FRAMES[phase]
-    if device.type == "cpu" and c.result_seq_length > limit:
+def shorten_cpu_samples(c: dnnlib.EasyDict, announce: bool) -> None:
+    """Cuts `c.result_seq_length` to CPU_SAMPLE_FRAMES[c.phase] on a CPU, saying so."""
+    limit = CPU_SAMPLE_FRAMES[c.phase]
+    if torch.device(c.device).type == "cpu" and c.result_seq_length > limit:
         if announce:
             print(
                 f"Note: on a CPU the sample videos get {limit} frames instead of the preset's {c.result_seq_length} "
@@ -284,35 +279,35 @@ def shorten_cpu_samples(c: dnnlib.EasyDict, phase: str, device, announce: bool) 
         c.result_seq_length = limit
 
 
-def _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock) -> None:
-    """The rest of `setup_and_train`, with the newest matching run directory locked (`run_lock`) when there is one."""
-    run_dir, resume_path, resume_data = resolve_run(opts, c, phase)
+def _setup_and_train_locked(c, outdir, resume, dry_run, rank, desc) -> None:
+    """The rest of `setup_and_train`, with the newest matching run directory locked when there is one."""
+    run_dir, resume_path, resume_data = resolve_run(c, outdir, resume, desc)
     c.resume_path = resume_path
-    c.start_step = int(resume_data["step"]) if resume_data is not None else 0
-    if resume_data is not None and opts.resume == "auto" and resume_data["step"] >= c.total_steps:
+    if resume_data is not None and resume == "auto" and resume_data["step"] >= c.total_steps:
         if rank == 0:
             print(
                 f"{run_dir} is complete (step {resume_data['step']} of --steps={c.total_steps}); nothing to do. "
                 f"Raise --steps to continue it, or pass --resume=none to start a new run."
             )
         return
-    if opts.dry_run:
+    if dry_run:
         if rank == 0:
-            c.run_dir = run_dir or tu.get_next_run_dir(opts.outdir, desc)
+            c.run_dir = run_dir or tu.get_next_run_dir(outdir, desc)
             print(json.dumps(c, indent=2))
             print("Dry run; exiting.")
         return
 
     # Join the process group (gloo on CPU, NCCL on CUDA); rank 0 picks the run directory and tells the others.
+    device = torch.device(c.device)
     distributed.init(backend="gloo" if device.type == "cpu" else "nccl")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     new_run = run_dir is None
     if new_run and distributed.get_rank() == 0:
-        run_dir = tu.get_next_run_dir(opts.outdir, desc)
+        run_dir = tu.get_next_run_dir(outdir, desc)
     c.run_dir = distributed.broadcast_object(run_dir)
     new_run_lock = None
-    outdir_existed = os.path.isdir(opts.outdir)
+    outdir_existed = os.path.isdir(outdir)
     try:
         if distributed.get_rank() == 0:
             if new_run:
@@ -332,7 +327,7 @@ def _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock) -> Non
                 print(f"Removed {c.run_dir}: the run failed before its first checkpoint.", file=sys.stderr)
                 if not outdir_existed:
                     try:
-                        os.rmdir(opts.outdir)  # Made for this run only; removed only if nothing else is there.
+                        os.rmdir(outdir)  # Made for this run only; removed only if nothing else is there.
                     except OSError:
                         pass
             raise
@@ -340,89 +335,3 @@ def _setup_and_train_locked(phase, opts, c, device, rank, desc, run_lock) -> Non
         if new_run_lock is not None:
             new_run_lock.release()
         distributed.shutdown()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The command line of both scripts. The `[paper: ...]` hints are read from the phase's "paper" preset, so that --help
-# cannot drift from the values a run with that preset gets.
-
-
-def _paper_hint(presets: dict, key: str) -> str:
-    value = presets["paper"][key]
-    if isinstance(value, tuple):  # --metric: no hint where the paper computes no metric during training.
-        return f"  [paper: {', '.join(value)}]" if value else ""
-    return f"  [paper: {value}]"
-
-
-def common_options(phase: str, presets: dict, dataset_help: str):
-    """Decorator that adds the click options of `train_<phase>.py` (the same names, types and defaults for both
-    phases; --outdir defaults to `runs/<phase>`). Options without a default are None when unset, or an empty tuple for
-    --metric, and `apply_preset` fills them from `presets`."""
-
-    def hint(key: str) -> str:
-        return _paper_hint(presets, key)
-
-    options = [
-        click.option(
-            "--outdir",
-            help="Parent directory of the run directories.",
-            metavar="DIR",
-            default=f"runs/{phase}",
-            show_default=True,
-        ),
-        click.option("--dataset", help=dataset_help, metavar="DIR", required=True),
-        click.option("--batch", help="Total batch over all ranks and accumulation rounds." + hint("batch"), type=int),
-        click.option("--grad-accum", help="Gradient accumulation rounds." + hint("grad_accum"), type=int),
-        click.option("--gamma", help="R1 weight." + hint("gamma"), type=float),
-        click.option(
-            "--metric",
-            "-m",
-            help="Metric at each snapshot (repeatable; 'none' for none)." + hint("metric"),
-            multiple=True,
-        ),
-        click.option("--seed", help="Random seed.", type=int, default=0, show_default=True),
-        click.option("--steps", help="Training steps." + hint("steps"), type=int),
-        click.option(
-            "--resume",
-            help="Train pickle to resume from, 'auto' (continue the newest matching run) or 'none'.",
-            default="auto",
-            show_default=True,
-        ),
-        click.option(
-            "--preset",
-            help="Settings for the options left unset.",
-            type=click.Choice(list(presets)),
-            default="paper",
-            show_default=True,
-        ),
-        click.option("--tick", help="Steps per tick (status line)." + hint("tick"), type=int),
-        click.option("--snap", help="Ticks between G-EMA snapshots, samples and metrics." + hint("snap"), type=int),
-        click.option(
-            "--train-snap", help="Ticks between train pickles (multiple of --snap)." + hint("train_snap"), type=int
-        ),
-        click.option(
-            "--wandb",
-            help="W&B logging.  [default: online if logged in on a terminal, else off]",
-            type=click.Choice(["online", "offline", "off"]),
-        ),
-        click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV"),
-        click.option("--workers", help="Data loader processes per rank." + hint("workers"), type=int),
-        click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True),
-    ]
-
-    def decorate(f):
-        # Applied last to first, as stacked decorators are: --help then lists the options in the order above.
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return decorate
-
-
-def run_command(phase: str, opts: dict, presets: dict, build_config) -> None:
-    """`setup_and_train` for a click command: a bad option ends the command with its message and exit status 1,
-    not a traceback."""
-    try:
-        setup_and_train(phase, opts, presets, build_config)
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None

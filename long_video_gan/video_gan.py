@@ -1,4 +1,4 @@
-"""The training step shared by both LongVideoGAN phases: G step, D step, lazy R1, G EMA (SPEC §4.2-4.6).
+"""The training step shared by both LongVideoGAN phases: G step, D step, lazy R1, G EMA.
 
 `VideoGAN` owns G, D, G_ema and their Adam optimisers and runs one step; the phases fill in how fakes are made and
 how D is run (`video_gan_lres.LowResVideoGAN`, `video_gan_sres.SuperResVideoGAN`). One step:
@@ -103,7 +103,7 @@ class VideoGAN:
         D_betas: tuple = (0.0, 0.99),  # D Adam betas before the correction.
         lrate_warmup_steps: int = 0,  # Linear warm-up of both learning rates: lr * min((step+1)/(warmup+1), 1).
         G_ema_beta: float = 0.99985,  # Steady-state G EMA decay per step.
-        G_ema_warmup_steps: int = 25000,  # G EMA warm-up (SPEC §4.5).
+        G_ema_warmup_steps: int = 25000,  # G EMA warm-up: beta ramps up as beta^((W+1)/(step+1)) (tu.ema_beta).
         magnitude_ema_beta: float = 0.999,  # Magnitude-EMA decay per step, used in the D-step generator pass only.
     ):
         if batch_gpu % grad_accum != 0:
@@ -124,7 +124,7 @@ class VideoGAN:
         self.D = dnnlib.util.construct_class_by_name(**D_kwargs).train().requires_grad_(False).to(device)
         self.G_ema = copy.deepcopy(self.G).eval()
 
-        # Adam; D's lr and beta2 carry the usual lazy-regularisation correction r / (r + 1) (SPEC §4.1).
+        # Adam; D's lr and beta2 carry the usual lazy-regularisation correction r / (r + 1).
         ratio = r1_interval / (r1_interval + 1) if r1_interval > 0 else 1.0
         self.G_lrate = G_lrate
         self.D_lrate = D_lrate * ratio
@@ -184,7 +184,7 @@ class VideoGAN:
         return {"G": self.G, "D": self.D, "G_ema": self.G_ema, **self.extra_modules()}
 
     def broadcast_from_rank0(self) -> None:
-        """Gives every rank rank 0's parameters and buffers (SPEC §4.6)."""
+        """Gives every rank rank 0's parameters and buffers (once, at construction; there is no DDP wrapper)."""
         for module in self.modules().values():
             distributed.broadcast_module(module)
 
@@ -256,10 +256,10 @@ class VideoGAN:
             for chunk in chunks:
                 logits, real_input = self.R1_chunk(chunk)
                 penalty = losses.r1_penalty(logits, real_input)
-                r1 = losses.r1_loss(penalty, self.gamma)
+                r1 = losses.r1_loss(penalty, self.gamma)  # [N]
                 training_stats.report("loss/r1_penalty", penalty)
-                training_stats.report("loss/r1_loss", penalty * (self.gamma / 2))
-                r1.backward()
+                training_stats.report("loss/r1_loss", r1)
+                r1.mean().backward()
             self._optimizer_step(self.D, self.D_opt, gain=self.r1_interval / self.grad_accum)
 
         self.after_D(step)

@@ -63,7 +63,7 @@ def test_r1_zero_for_d_that_ignores_input():
     x = _video().requires_grad_(True)
     penalty = loss.r1_penalty(d(x), x)
     assert torch.equal(penalty, torch.zeros(4))
-    loss.r1_loss(penalty, gamma=10.0).backward()  # Still differentiable; zero gradient.
+    loss.r1_loss(penalty, gamma=10.0).mean().backward()  # Still differentiable; zero gradient.
     assert d.bias.grad is not None and d.bias.grad.item() == 0
 
 
@@ -74,9 +74,9 @@ def test_r1_analytic_for_linear_d():
     expected = d.weight.detach().square().sum()
     assert torch.allclose(penalty, expected.expand(4), rtol=1e-6)
     gamma = 2.5
-    r1 = loss.r1_loss(penalty, gamma)
-    assert torch.allclose(r1, expected * gamma / 2, rtol=1e-6)
-    r1.backward()  # d/dw of gamma/2 * sum(w^2) = gamma * w.
+    r1 = loss.r1_loss(penalty, gamma)  # Per sample.
+    assert r1.shape == (4,) and torch.allclose(r1, (expected * gamma / 2).expand(4), rtol=1e-6)
+    r1.mean().backward()  # d/dw of gamma/2 * sum(w^2) = gamma * w.
     assert torch.allclose(d.weight.grad, gamma * d.weight.detach(), rtol=1e-5)
 
 
@@ -97,5 +97,3 @@ def test_r1_requires_grad_input_named():
     x = _video()
     with pytest.raises(ValueError, match="real_input"):
         loss.r1_penalty(d(x), x)
-    with pytest.raises(ValueError, match="gamma"):
-        loss.r1_loss(torch.zeros(2), -1.0)

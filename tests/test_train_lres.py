@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
@@ -15,6 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import train_lres
+from long_video_gan import training_loop, training_setup
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
 from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir, train_env
@@ -24,6 +26,7 @@ from torch_utils import misc
 FAST = [*TINY_CPU, "--batch", "2", "--grad-accum", "1", "--tick", "1", "--snap", "2", "--train-snap", "2"]
 SCRIPT = TrainScript(train_lres, FAST)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT_PATH = Path(ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +210,37 @@ def test_auto_resume_refuses_another_dataset_and_follows_a_moved_one(full_run, d
     assert '"resume_path": "' in result.output and "ckpt-00000004-train.pkl" in result.output
 
 
+# The keys config.json had before issue 18 that no code read; runs written then still resume.
+DEAD_KEYS = {"height", "width", "x_flip", "start_step", "r1_interval"}
+
+
+def test_run_written_before_the_dead_config_keys_went_still_resumes(full_run, dataset, tmp_path):
+    # tests/data/config_lres_before_issue18.json: the --dry-run config of this file's FAST options, written by the
+    # code before issue 18 (paths replaced by placeholders); the dataset is the same as `dataset` (same content digest).
+    text = (ROOT_PATH / "tests" / "data" / "config_lres_before_issue18.json").read_text()
+    outdir = tmp_path / "runs"
+    shutil.copytree(full_run[0].parent, outdir)
+    run_dir = only_run_dir(outdir)
+    old = json.loads(text.replace("@DATASET@", str(dataset)).replace("@RUN_DIR@", str(run_dir)))
+    assert DEAD_KEYS <= old.keys()
+    (run_dir / "config.json").write_text(json.dumps(old, indent=2))
+    ckpt = run_dir / "checkpoints" / "ckpt-00000004-train.pkl"
+    data = load_pickle(ckpt)
+    data["config"] = old
+    ckpt.write_bytes(pickle.dumps(data))
+    args = [*FAST, "--dataset", str(dataset), "--outdir", str(outdir), "--steps", "6", "--dry-run"]
+    result = CliRunner().invoke(train_lres.main, args)
+    assert result.exit_code == 0, result.output
+    new = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert new["resume_path"] == str(ckpt)
+    # The new config is the old one less the dead keys, in the same order; only resume_path and total_steps (--steps 6
+    # here) differ.
+    old_less_dead = {k: v for k, v in old.items() if k not in DEAD_KEYS}
+    assert list(new) == list(old_less_dead)
+    assert {k for k in new if new[k] != old_less_dead[k]} == {"resume_path", "total_steps"}
+    assert training_setup.config_differences(old, new) == []
+
+
 @pytest.mark.slow  # ~15-30 s: one training process started, a second one refused.
 def test_second_copy_of_a_running_command_refuses(dataset, tmp_path):
     outdir = tmp_path / "runs"
@@ -233,8 +267,6 @@ def test_second_copy_of_a_running_command_refuses(dataset, tmp_path):
 
 
 def test_failed_new_run_leaves_no_run_dir(dataset, tmp_path, monkeypatch):
-    from long_video_gan import training_loop
-
     def fail_before_first_checkpoint(run_dir, **kwargs):
         os.makedirs(os.path.join(run_dir, "samples"))
         (tmp_path / "seen").write_text(run_dir)
@@ -249,6 +281,43 @@ def test_failed_new_run_leaves_no_run_dir(dataset, tmp_path, monkeypatch):
     outdir.mkdir()
     result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(outdir)])
     assert isinstance(result.exception, RuntimeError) and list(outdir.iterdir()) == []  # The user's outdir stays.
+
+
+class _StopAtDataset(Exception):
+    """Raised by the dataset class below: ends `training_loop` right after its set-up."""
+
+
+class _NoDataset:
+    def __init__(self, **kwargs):
+        raise _StopAtDataset
+
+
+def test_precision_flags_come_from_the_config(tmp_path):
+    # config.json's allow_tf32, allow_fp16_reduce and benchmark set the torch flags (they were once ignored).
+    flags = [
+        (torch.backends.cuda.matmul, "allow_tf32", "allow_tf32"),
+        (torch.backends.cudnn, "allow_tf32", "allow_tf32"),
+        (torch.backends.cuda.matmul, "allow_fp16_reduced_precision_reduction", "allow_fp16_reduce"),
+        (torch.backends.cudnn, "benchmark", "benchmark"),
+    ]
+    saved = [getattr(obj, name) for obj, name, _ in flags]
+    try:
+        for value in (True, False):
+            settings = dict(allow_tf32=value, allow_fp16_reduce=value, benchmark=value)
+            with pytest.raises(_StopAtDataset):
+                training_loop.training_loop(
+                    run_dir=str(tmp_path),
+                    phase="lres",
+                    gan_kwargs={},
+                    dataset_kwargs=dict(class_name=f"{__name__}._NoDataset"),
+                    device="cpu",
+                    total_batch=1,
+                    **settings,
+                )
+            assert [getattr(obj, name) for obj, name, _ in flags] == [settings[key] for _, _, key in flags]
+    finally:
+        for (obj, name, _), value in zip(flags, saved):
+            setattr(obj, name, value)
 
 
 def test_help_lists_paper_defaults():

@@ -74,7 +74,12 @@ def test_tiny_run_writes_checkpoints_and_samples(full_run):
     assert [r["progress/step"]["mean"] for r in stats] == [2, 4, 6, 8]
     assert "progress/augment_p" in stats[0] and "loss/D_sign_real" in stats[0]
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["ada_interval"] == 4 and config["temporal_context"] == 4 and config["hr_height"] == 144
+    gan = config["gan_kwargs"]
+    assert gan["ada_kwargs"]["interval"] == 4 and gan["r1_interval"] == 16
+    assert gan["G_kwargs"]["temporal_context"] == 4 and gan["G_kwargs"]["hr_height"] == 144
+    assert config["dataset_kwargs"]["x_flip"] is True and config["dataset_kwargs"]["hr_height"] == 144
+    # Only settings that act: no top-level copies of the above (config.json had them before issue 18).
+    assert not {"ada_interval", "r1_interval", "temporal_context", "hr_height", "x_flip", "start_step"} & config.keys()
 
 
 def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
