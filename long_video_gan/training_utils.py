@@ -24,27 +24,7 @@ import dnnlib
 from torch_utils import distributed, misc
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Distributed set-up.
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """`None` means CUDA when available, else CPU; a bare "cuda" becomes "cuda:LOCAL_RANK". Under torchrun (WORLD_SIZE
-    > 1) every CUDA device becomes "cuda:LOCAL_RANK", "cuda:N" included: each rank drives its own GPU, as in the
-    original (CUDA device = LOCAL_RANK), instead of all ranks piling onto GPU N."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got '{device}'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{device}' requested but CUDA is not available")
-        if dev.index is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            dev = torch.device("cuda", distributed.get_local_rank())
-    elif dev.type != "cpu":
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got '{device}'")
-    return dev
+# Precision.
 
 
 def set_precision_flags() -> None:

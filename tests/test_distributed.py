@@ -49,6 +49,17 @@ def test_print0_and_bad_inputs(monkeypatch, capsys):
         distributed.init()
 
 
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.resolve_device(None) == distributed.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device 'cuda:1' requested but CUDA is not available"):
+        distributed.resolve_device("cuda:1")
+    for bad in ("tpu", "gpu0"):
+        with pytest.raises(ValueError, match=f"device must be cpu, cuda or cuda:N, got '{bad}'"):
+            distributed.resolve_device(bad)
+    # With CUDA (each rank on its own GPU under torchrun): tests/test_gpu_path.py.
+
+
 # ----------------------------------------------------------------------------
 # Gradient sync, module broadcast and object gathers (used by the training step and checkpoints).
 

@@ -338,16 +338,16 @@ def test_plugins_share_no_symbols(host_plugins):
 
 
 def test_torchrun_puts_each_rank_on_its_own_gpu(monkeypatch):
-    from long_video_gan import training_utils as tu
+    from torch_utils import distributed
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "3")
-    assert tu.resolve_device("cuda:0") == torch.device("cuda", 3)
-    assert tu.resolve_device("cuda") == torch.device("cuda", 3)
+    assert distributed.resolve_device("cuda:0") == torch.device("cuda", 3)
+    assert distributed.resolve_device("cuda") == torch.device("cuda", 3)
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert tu.resolve_device("cuda:1") == torch.device("cuda", 1)  # A plain launch keeps the chosen GPU.
+    assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)  # A plain launch keeps the chosen GPU.
 
 
 def test_fp16_value_of_the_64bit_gpu_test(host_plugins):

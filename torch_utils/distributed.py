@@ -29,6 +29,26 @@ def get_local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """This rank's device for a `--device` value: `None` means CUDA when available, else CPU; a bare "cuda" becomes
+    "cuda:LOCAL_RANK". Under torchrun (WORLD_SIZE > 1) every CUDA device becomes "cuda:LOCAL_RANK", "cuda:N"
+    included: each rank drives its own GPU, as in the original, instead of all ranks piling onto GPU N."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got '{device}'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{device}' requested but CUDA is not available")
+        if dev.index is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dev = torch.device("cuda", get_local_rank())
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got '{device}'")
+    return dev
+
+
 def get_rank() -> int:
     """Global rank (0 without a process group)."""
     return torch.distributed.get_rank() if _is_initialized() else 0
