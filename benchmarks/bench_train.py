@@ -40,7 +40,6 @@ def _worker(
 
     import dnnlib
     from long_video_gan import training_setup
-    from long_video_gan import training_utils as tu
     from torch_utils import misc
 
     script = __import__("train_lres" if phase == "lres" else "train_sres")
@@ -65,7 +64,7 @@ def _worker(
         opts.seq_length = seq_length
     device = torch.device("cpu")
     c = script.build_config(opts, device, world_size=1)
-    tu.set_precision_flags()
+    misc.set_precision_flags()
     misc.seed_all(0)
 
     t0 = time.time()

@@ -96,10 +96,7 @@ def training_loop(
             f"ticks_per_train_ckpt ({ticks_per_train_ckpt}) must be a multiple of ticks_per_G_ema_ckpt "
             f"({ticks_per_G_ema_ckpt})"
         )
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    torch.backends.cudnn.allow_tf32 = allow_tf32
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = allow_fp16_reduce
-    torch.backends.cudnn.benchmark = benchmark
+    misc.set_precision_flags(allow_tf32, allow_fp16_reduce, benchmark)
     _enable_grid_sample_gradfix()
     # stdout and stderr also go to log.txt (appended to on resume).
     log = dnnlib.util.Logger(os.path.join(run_dir, "log.txt"), file_mode="a") if rank == 0 else contextlib.nullcontext()

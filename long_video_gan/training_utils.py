@@ -24,19 +24,6 @@ import dnnlib
 from torch_utils import distributed, misc
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Precision.
-
-
-def set_precision_flags() -> None:
-    """Strict fp32 arithmetic, as the original: no TF32 in matmuls or cuDNN convs, no reduced-precision fp16 reductions,
-    and no cuDNN autotuning, whose algorithm choice can differ between runs and break exact reproducibility."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
-    torch.backends.cudnn.benchmark = False
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # Generator EMA: a moving average of G whose decay warms up towards 0.99985 over the first ~25k steps.
 
 

@@ -81,7 +81,27 @@ def test_infinite_sampler_is_seeded_and_partitions_ranks():
         misc.InfiniteSampler([])
 
 
-# Seeds, RNG states and seeded, resumable loading (what training uses).
+# Precision flags, seeds, RNG states and seeded, resumable loading (what training uses).
+
+
+def test_set_precision_flags():
+    flags = [
+        (torch.backends.cuda.matmul, "allow_tf32"),
+        (torch.backends.cudnn, "allow_tf32"),
+        (torch.backends.cuda.matmul, "allow_fp16_reduced_precision_reduction"),
+        (torch.backends.cudnn, "benchmark"),
+    ]
+    saved = [getattr(obj, name) for obj, name in flags]
+    try:
+        misc.set_precision_flags(allow_tf32=True, allow_fp16_reduce=True, benchmark=True)
+        assert all(getattr(obj, name) for obj, name in flags)
+        misc.set_precision_flags()  # The original's strict fp32.
+        assert not any(getattr(obj, name) for obj, name in flags)
+        misc.set_precision_flags(allow_fp16_reduce=True)
+        assert [getattr(obj, name) for obj, name in flags] == [False, False, True, False]
+    finally:
+        for (obj, name), value in zip(flags, saved):
+            setattr(obj, name, value)
 
 
 def test_rank_seed_and_seed_all():

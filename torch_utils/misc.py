@@ -201,6 +201,20 @@ class InfiniteSampler(torch.utils.data.Sampler):
 
 
 # ----------------------------------------------------------------------------
+# Precision flags.
+
+
+def set_precision_flags(allow_tf32: bool = False, allow_fp16_reduce: bool = False, benchmark: bool = False) -> None:
+    """Process-wide arithmetic settings. The defaults are the original's strict fp32: no TF32 in CUDA matmuls or cuDNN
+    convolutions, no reduced-precision reductions in fp16 matmuls, and no cuDNN autotuning (whose algorithm choice
+    can differ between runs and break exact reproducibility)."""
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = allow_fp16_reduce
+    torch.backends.cudnn.benchmark = benchmark
+
+
+# ----------------------------------------------------------------------------
 # Seeds and RNG states (so that a resumed run continues the exact random streams).
 
 
