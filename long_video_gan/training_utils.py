@@ -23,7 +23,7 @@ import torch
 import dnnlib
 from torch_utils import distributed, misc
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Generator EMA: a moving average of G whose decay warms up towards 0.99985 over the first ~25k steps.
 
 
@@ -69,7 +69,7 @@ def read_clips(dataset, num_clips: int, seed: int) -> torch.Tensor:
 _SAMPLE_STREAM = 2**30  # Stands in for the rank in item seeds, so sample clips never coincide with training items.
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Run directories: `outdir/NNNNN-{desc}`, numbered on from the largest existing id, as the original.
 
 _RUN_ID = re.compile(r"^(\d+)")
@@ -168,7 +168,7 @@ def remove_run_dir_without_checkpoints(run_dir: str) -> bool:
     return not os.path.exists(run_dir)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Dataset identity, compared on resume like the other settings.
 
 
@@ -204,7 +204,7 @@ def dataset_identity(dataset_kwargs: dict) -> dict:
     return dict(path=os.path.abspath(root), digest=digest.hexdigest())
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Checkpoints.
 
 
@@ -253,7 +253,7 @@ def load_train_checkpoint(path: str, phase: str) -> dict:
     return data
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Logs.
 
 
@@ -315,7 +315,7 @@ def status_line(
     return " ".join(fields)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Weights & Biases, optional and never blocking.
 
 
