@@ -74,11 +74,12 @@ def _worker(
     build_sec = time.time() - t0
     gen = torch.Generator().manual_seed(1)
     if phase == "lres":
-        shape = [opts.batch, 3, c.seq_length, c.height, c.width]
+        shape = [opts.batch, 3, c.seq_length, script.HEIGHT, script.WIDTH]
         batch_data = {"video": torch.rand(shape, generator=gen) * 2 - 1}
     else:
-        lr = [opts.batch, 3, c.seq_length + 2 * c.temporal_context, c.lr_height, c.lr_width]
-        hr = [opts.batch, 3, c.seq_length, c.hr_height, c.hr_width]
+        context = c.gan_kwargs["G_kwargs"]["temporal_context"]
+        lr = [opts.batch, 3, c.seq_length + 2 * context, script.LR_HEIGHT, script.LR_WIDTH]
+        hr = [opts.batch, 3, c.seq_length, script.HR_HEIGHT, script.HR_WIDTH]
         batch_data = {
             "lr_video": torch.rand(lr, generator=gen) * 2 - 1,
             "hr_video": torch.rand(hr, generator=gen) * 2 - 1,
