@@ -99,8 +99,10 @@ def test_preprocess_i3d_rescales_and_resizes():
     video[:, :, :, :, :32] = 0
     x = detectors.preprocess_i3d(video)
     assert x.shape == (2, 3, 9, 224, 224) and x.dtype == torch.float32
-    assert x.min() == -1 and x.max() == 1
-    assert torch.all(x[..., :100] == -1) and torch.all(x[..., 124:] == 1)
+    # Interpolation weights sum to 1 only up to float rounding (the kernel's vector width and FMA use vary by CPU).
+    assert abs(x.min().item() + 1) < 1e-6 and abs(x.max().item() - 1) < 1e-6
+    assert torch.allclose(x[..., :100], torch.tensor(-1.0), atol=1e-6, rtol=0)
+    assert torch.allclose(x[..., 124:], torch.tensor(1.0), atol=1e-6, rtol=0)
 
 
 def test_i3d_rejects_float_input_and_short_clips(packaged_i3d):
