@@ -5,7 +5,7 @@ import click
 import dnnlib
 from long_video_gan import training_setup
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Presets: fill only the options the user left unset. "paper" is the original release; "tiny" trains tiny networks on
 # 16-frame clips, which runs on a 2-core CPU. "demo" (the bundled demo model, long_video_gan/pretrained/README.md) sits
 # between them: about 10x tiny's parameters (G 0.34 M, D 0.17 M; paper: tens of millions) at about 1.5x tiny's cost per
@@ -72,7 +72,7 @@ DEMO_G_KWARGS = dict(
 )
 DEMO_D_KWARGS = dict(block_channels=(8, 8, 16, 32, 32), epilogue_kwargs=dict(channels=32))
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyDict:
@@ -129,7 +129,7 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # The command line. Options without a default are None when unset (an empty tuple for --metric) and take the value of
 # the chosen preset; the `[paper: ...]` notes are read from the "paper" preset.
 

@@ -5,7 +5,7 @@ import click
 import dnnlib
 from long_video_gan import training_setup
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Presets: fill only the options the user left unset. "paper" is the original release; "tiny" trains tiny networks
 # (TINY_G_KWARGS / TINY_D_KWARGS below) at the paper's resolutions, 36x64 -> 144x256, so that they chain with the tiny
 # low-res networks of train_lres.py, on 2 high-res frames with 4 low-res context frames on each side, which runs on a
@@ -85,7 +85,7 @@ TINY_D_KWARGS = dict(lr_height=LR_HEIGHT, lr_width=LR_WIDTH, hr_height=HR_HEIGHT
 DEMO_G_KWARGS = dict(latent_z_dim=64, latent_w_dim=64, channel_base=4096, channel_max=48, num_layers=6, num_critical=2)
 DEMO_D_KWARGS = dict(channels_base=2048, channels_max=64)
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyDict:
@@ -151,7 +151,7 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # The command line. Options without a default are None when unset (an empty tuple for --metric) and take the value of
 # the chosen preset; the `[paper: ...]` notes are read from the "paper" preset.
 

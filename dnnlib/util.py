@@ -23,7 +23,8 @@ import time
 import types
 import urllib.parse
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,7 @@ The discriminator returns one logit per clip, `[N, 1]`. The phase-specific train
 import torch
 import torch.nn.functional as F
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def _check_logits(logits: torch.Tensor, name: str) -> None:
@@ -35,7 +35,7 @@ def discriminator_real_loss(real_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-real_logits.float()).mean()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def r1_penalty(real_logits: torch.Tensor, real_input: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import dnnlib
 from long_video_gan import training_utils as tu
 from torch_utils import distributed
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 class ConfigError(click.ClickException):
@@ -97,7 +97,7 @@ def check_dataset(dataset_kwargs: dict) -> None:
     dataset.close()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def run_config(
@@ -141,7 +141,7 @@ def run_config(
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 # Settings that must match between a run and the checkpoint it resumes from.
 RESUME_KEYS = ("gan_kwargs", "dataset_kwargs", "total_batch", "grad_accum", "seed")
@@ -221,7 +221,7 @@ def resolve_run(c: dnnlib.EasyDict, outdir: str, resume: str, desc: str) -> tupl
     return run_dir, path, data
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def setup_and_train(

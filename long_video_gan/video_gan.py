@@ -34,7 +34,7 @@ from long_video_gan import loss as losses
 from long_video_gan import training_utils as tu
 from torch_utils import distributed, misc, training_stats
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def split_batch(batch: dict, num_chunks: int) -> list[dict]:
@@ -132,7 +132,7 @@ class VideoGAN:
         self.G_opt = torch.optim.Adam(self.G.parameters(), lr=self.G_lrate, betas=tuple(G_betas))
         self.D_opt = torch.optim.Adam(self.D.parameters(), lr=self.D_lrate, betas=D_betas)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
     # Phase hooks.
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
@@ -177,7 +177,7 @@ class VideoGAN:
     def load_extra_state(self, data: dict) -> None:
         pass
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every module whose parameters or buffers must agree across ranks."""
@@ -205,7 +205,7 @@ class VideoGAN:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
 
     def train_step(self, step: int, next_batch) -> None:
         """One full training step; `next_batch()` returns the next real batch of this rank (a dict of tensors)."""
@@ -269,7 +269,7 @@ class VideoGAN:
         tu.update_ema(self.G_ema, self.G, beta)
         training_stats.report0("progress/G_ema_beta", beta)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------
     # Checkpoints.
 
     def checkpoint_state(self) -> dict:
