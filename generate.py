@@ -68,7 +68,8 @@ def _remove_if_empty(path: str) -> None:
         pass
 
 
-def _resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | None) -> torch.device:
+    """The torch device for a `--device` value (None: CUDA when available, else CPU); a one-line error if unusable."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -80,7 +81,8 @@ def _resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def _load(option: str, path: str, device: torch.device, phase: str) -> torch.nn.Module:
+def load_generator_option(option: str, path: str, device: torch.device, phase: str) -> torch.nn.Module:
+    """`api.load_generator` for a CLI option: a bad file is a one-line error naming the option."""
     try:
         return api.load_generator(path, device=device, phase=phase)
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -191,7 +193,7 @@ def main(
         api.check_bitrate(bitrate)
     except ValueError as err:
         raise click.ClickException(f"--bitrate: {err}") from err
-    device = _resolve_device(device)
+    device = resolve_device(device)
     _check_outdir(outdir)
     if dtype == "bf16":
         # Convolutions in bfloat16, activations and everything else float32 (torch_utils/ops/fast_cpu.py).
@@ -216,11 +218,11 @@ def main(
         if sres_path is None:
             sres_path = demo.bundled_model_path("sres")
     print(f'Loading low-res generator from "{lres_path}"...')
-    G_lres = _load("--lres", lres_path, device, "lres")
+    G_lres = load_generator_option("--lres", lres_path, device, "lres")
     G_sres = None
     if sres_path is not None:
         print(f'Loading super-res generator from "{sres_path}"...')
-        G_sres = _load("--sres", sres_path, device, "sres")
+        G_sres = load_generator_option("--sres", sres_path, device, "sres")
     elif save_lres:
         print("Note: without --sres the low-res video is the output; --save-lres changes nothing.")
     try:

@@ -12,6 +12,7 @@ import torch
 import tqdm
 
 import dnnlib
+from generate import load_generator_option, resolve_device
 from long_video_gan import api
 from long_video_gan import color_similarity as cs
 from long_video_gan.dataset import VideoDataset
@@ -20,25 +21,6 @@ PLOT_FORMATS = (".png", ".pdf")
 REPORT_SEPARATIONS = (1, 4, 16, 32, 64, 128, 256, 512)  # Rows of the printed summary (those within --len).
 
 # ----------------------------------------------------------------------------
-
-
-def _resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise click.ClickException(f"--device: unknown device {device!r} ({err})") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException(f"--device: {device!r} requested but CUDA is not available")
-    return resolved
-
-
-def _load(option: str, path: str, device: torch.device, phase: str) -> torch.nn.Module:
-    try:
-        return api.load_generator(path, device=device, phase=phase)
-    except (OSError, ValueError) as err:
-        raise click.ClickException(f"{option}: {err}") from err
 
 
 def generated_similarities(
@@ -180,17 +162,17 @@ def main(out_path, dataset_dir, lres_path, sres_path, max_separation, num_sample
         raise click.ClickException(f"--path: cannot write to directory {out_dir!r}")
     if not os.path.isdir(dataset_dir):
         raise click.ClickException(f"--dataset: {dataset_dir!r} is not a directory")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     torch.backends.cudnn.allow_tf32 = False  # Strict fp32, as generate.py.
     torch.backends.cuda.matmul.allow_tf32 = False
 
     print(f'Loading low-res generator from "{lres_path}"...')
-    G_lres = _load("--lres", lres_path, device, "lres")
+    G_lres = load_generator_option("--lres", lres_path, device, "lres")
     G_sres = None
     height, width = int(G_lres.out_height), int(G_lres.out_width)
     if sres_path is not None:
         print(f'Loading super-res generator from "{sres_path}"...')
-        G_sres = _load("--sres", sres_path, device, "sres")
+        G_sres = load_generator_option("--sres", sres_path, device, "sres")
         try:
             api.check_generator_pair(G_lres, G_sres)
         except ValueError as err:
