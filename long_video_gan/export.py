@@ -325,8 +325,10 @@ def max_output_difference(G_a: torch.nn.Module, G_b: torch.nn.Module, seed: int 
         video_b = torch.cat([c.video for c in api.iter_video_chunks(G_b, seed=seed, num_frames=8)], dim=2)
     else:
         ctx = int(G_a.temporal_context)
+        device = next(G_a.parameters()).device  # Drawn on the CPU (same numbers on any device), used on G's device.
         cond = torch.rand([1, 3, 2 * ctx + 1, int(G_a.lr_height), int(G_a.lr_width)], generator=gen) * 2 - 1
-        z = torch.randn([1, int(G_a.latent_z_dim)], generator=gen)
+        cond = cond.to(device)
+        z = torch.randn([1, int(G_a.latent_z_dim)], generator=gen).to(device)
         video_a, video_b = G_a.SG3(z, cond), G_b.SG3(z, cond)
     return float((video_a - video_b).abs().max())
 
