@@ -188,6 +188,45 @@ def test_process_lock_names_its_holder_and_dies_with_it(tmp_path):
     assert not lock.held and ProcessLock(path).try_acquire()
 
 
+def test_process_lock_is_not_kept_alive_by_forked_children(tmp_path):
+    # A DataLoader worker forked by a trainer shares the lock's open file; the lock must still die with the trainer.
+    from torch_utils.process_lock import ProcessLock
+
+    path = str(tmp_path / "run.lock")
+    holder_script = (
+        "import os, sys, time\n"
+        "from torch_utils.process_lock import ProcessLock\n"
+        "lock = ProcessLock(sys.argv[1]); assert lock.try_acquire()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print('child', os.getpid(), lock.held, flush=True); time.sleep(60); os._exit(0)\n"
+        "time.sleep(0.5); print('held', flush=True); time.sleep(60)\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen([sys.executable, "-c", holder_script, path], cwd=repo, stdout=subprocess.PIPE, text=True)
+    child_pid = None
+    try:
+        tag, child_pid, child_held = holder.stdout.readline().split()
+        child_pid = int(child_pid)
+        assert (tag, child_held) == ("child", "False")
+        assert holder.stdout.readline().strip() == "held"
+        assert not ProcessLock(path).try_acquire()  # The parent still holds it.
+        holder.kill()
+        holder.wait()
+        os.kill(child_pid, 0)  # The forked child outlives its parent...
+        lock = ProcessLock(path)
+        assert lock.acquire(timeout=2)  # ...without keeping the lock.
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
+        if child_pid is not None:
+            try:
+                os.kill(child_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_build_dir_is_keyed_by_venv_torch_and_flags(ext_dir, monkeypatch):
     (ext_dir / "a.cpp").write_text(PLAIN_SRC)
     files = [str(ext_dir / "a.cpp")]

@@ -5,6 +5,10 @@ into the file, so a process that finds the lock busy can name the holder. Nothin
 `kill -9`: the lock file may remain, but it no longer locks anything. Used for plugin builds (custom_ops) and
 run directories (training_utils).
 
+A flock belongs to the open file, which a forked child (a DataLoader worker, say) would share: the lock would then
+outlive its holder for as long as such a child runs. So a forked child closes its copies of the held descriptors at
+once (`os.register_at_fork`); the lock stays the parent's alone. Exec'd children never see them (O_CLOEXEC).
+
 Example:
     >>> lock = ProcessLock("/tmp/run/.lock")
     >>> if not lock.try_acquire():
@@ -17,6 +21,7 @@ import os
 import socket
 import sys
 import time
+import weakref
 
 try:
     import fcntl
@@ -24,6 +29,24 @@ except ImportError:  # Windows: no flock; ProcessLock falls back to the filelock
     fcntl = None
 
 # ----------------------------------------------------------------------------
+
+_held_locks = weakref.WeakSet()  # The ProcessLocks this process holds through a descriptor.
+
+
+def _forget_held_locks_in_child() -> None:
+    """Runs in a forked child: close the child's copies of the held descriptors (the parent keeps the locks)."""
+    for lock in list(_held_locks):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)  # Closing one of several descriptors of the file leaves the flock in place.
+            except OSError:
+                pass
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held_locks_in_child)
 
 
 def describe_this_process() -> str:
@@ -70,6 +93,7 @@ class ProcessLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (describe_this_process() + "\n").encode("utf-8", "replace"), 0)
         self._fd = fd
+        _held_locks.add(self)
         return True
 
     def acquire(self, timeout: float | None = None, on_wait=None, poll_interval: float = 0.1) -> bool:
@@ -104,6 +128,7 @@ class ProcessLock:
             self._fallback = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            _held_locks.discard(self)
             try:
                 os.ftruncate(fd, 0)
             except OSError:
