@@ -181,6 +181,31 @@ def test_dry_run_prints_config_only(dataset, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "args, policy",
+    [
+        ([], "color,translation,cutout"),  # The tiny preset of FAST: the original's policy.
+        (["--preset", "demo"], "translation"),
+        (["--diffaug", "none"], ""),
+        (["--preset", "demo", "--diffaug", " cutout, color"], "cutout,color"),
+    ],
+)
+def test_diffaug_option_sets_the_policy(dataset, tmp_path, args, policy):
+    result = CliRunner().invoke(
+        train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(tmp_path / "o"), *args, "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert config["gan_kwargs"]["diffaug_policy"] == policy
+
+
+@pytest.mark.parametrize("value, what", [("color,zoom", "unknown op 'zoom'"), ("color,color", "an op repeated")])
+def test_diffaug_option_refuses_unknown_or_repeated_ops(dataset, tmp_path, value, what):
+    result = CliRunner().invoke(train_lres.main, [*FAST, "--dataset", str(dataset), "--diffaug", value, "--dry-run"])
+    assert result.exit_code == 2
+    assert f"Invalid value for '--diffaug': {what} in {value!r}" in result.output
+
+
 # ----------------------------------------------------------------------------
 # Resume and run directories (issue 19, items 4, 5 and 12).
 
