@@ -186,9 +186,21 @@ def config_differences(old: dict, new: dict) -> list[str]:
                 {k: v for k, v in a.items() if k != "dataset_dir"},
                 {k: v for k, v in b.items() if k != "dataset_dir"},
             )
-        if a != b:
-            diffs.append(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
+        diffs += _value_differences(key, a, b)
     return diffs
+
+
+def _value_differences(name: str, a, b) -> list[str]:
+    """`name: a -> b`, descending into dicts so that the message names the innermost keys that differ
+    (`gan_kwargs.diffaug_policy: ...`, not the whole of gan_kwargs)."""
+    if a == b:
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        diffs = []
+        for k in list(a) + [k for k in b if k not in a]:
+            diffs += _value_differences(f"{name}.{k}", a.get(k), b.get(k))
+        return diffs
+    return [f"{name}: {json.dumps(a)} -> {json.dumps(b)}"]
 
 
 def resolve_run(c: dnnlib.EasyDict, outdir: str, resume: str, desc: str) -> tuple[str | None, str | None, dict | None]:

@@ -266,6 +266,26 @@ def test_run_written_before_the_dead_config_keys_went_still_resumes(full_run, da
     assert training_setup.config_differences(old, new) == []
 
 
+def test_resume_check_names_the_nested_setting_that_differs(full_run, dataset, tmp_path):
+    # A run made with the original's DiffAugment policy, continued with --diffaug translation: the message names
+    # gan_kwargs.diffaug_policy, not the whole of gan_kwargs.
+    outdir = tmp_path / "runs"
+    shutil.copytree(full_run[0].parent, outdir)
+    args = [*FAST, "--dataset", str(dataset), "--outdir", str(outdir), "--steps", "6", "--diffaug", "translation"]
+    result = CliRunner().invoke(train_lres.main, [*args, "--dry-run"])
+    assert result.exit_code == 1, result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error.endswith(
+        'was trained with other settings (gan_kwargs.diffaug_policy: "color,translation,cutout" -> "translation"); '
+        "pass --resume=none to start a new run"
+    )
+    old, new = {"gan_kwargs": {"a": {"b": 1}, "c": 2}}, {"gan_kwargs": {"a": {"b": 3}, "c": 2, "d": 4}}
+    assert training_setup._value_differences("gan_kwargs", old["gan_kwargs"], new["gan_kwargs"]) == [
+        "gan_kwargs.a.b: 1 -> 3",
+        "gan_kwargs.d: null -> 4",
+    ]
+
+
 @pytest.mark.slow  # ~15-30 s: one training process started, a second one refused.
 def test_second_copy_of_a_running_command_refuses(dataset, tmp_path):
     outdir = tmp_path / "runs"
