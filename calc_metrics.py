@@ -93,6 +93,14 @@ def one_line(err: BaseException) -> str:
     "--num-gen", help="Generated samples instead of the paper's count (quick runs)", type=click.IntRange(min=1)
 )
 @click.option("--max-real", help="Cap on real samples (quick runs)", type=click.IntRange(min=1))
+@click.option(
+    "--real-subset",
+    type=click.Choice(["first", "spread"]),
+    default="first",
+    show_default=True,
+    help="Image metrics under --max-real: the dataset's first N frames (the original's rule) or N frames spread "
+    "evenly over all clips",
+)
 @click.option("--seed", help="Seed of real-window sampling and generator noise", type=int, default=0, show_default=True)
 @click.option(
     "--dtype",
@@ -117,6 +125,7 @@ def main(
     batch_gen,
     num_gen,
     max_real,
+    real_subset,
     seed,
     dtype,
 ):
@@ -193,6 +202,7 @@ def main(
         batch_gen=batch_gen,
         num_gen=num_gen,
         max_real=max_real,
+        real_subset=real_subset,
         seed=seed,
     )
     for name in metrics:
@@ -204,8 +214,16 @@ def main(
             raise click.ClickException(str(err))
         except (OSError, ValueError) as err:  # Bad data found mid-run (a frame that does not decode, ...).
             raise click.ClickException(f"{name}: {one_line(err)}")
+        extra = dict(real_subset=real_subset) if real_subset != "first" else {}
         line = metric_main.report_metric(
-            result, None, lres_path=lres_path, sres_path=sres_path, num_gen=num_gen, max_real=max_real, seed=seed
+            result,
+            None,
+            lres_path=lres_path,
+            sres_path=sres_path,
+            num_gen=num_gen,
+            max_real=max_real,
+            seed=seed,
+            **extra,
         )
         print(line, flush=True)  # Printed first, so the result survives a failed write.
         if jsonl_path is not None:

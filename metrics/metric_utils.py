@@ -37,6 +37,11 @@ CACHE_PROTOCOL = "lvg-metrics-v1"  # Bump when the sampling protocol changes, so
 
 # ----------------------------------------------------------------------------
 
+# How a cap (max_real, or num_gen for real conditioning frames) picks frames of an image metric: "first" takes the
+# dataset's first N frames (the original's rule; with a small cap that is one or a few clips), "spread" takes N frames
+# evenly spaced over the whole dataset (our addition, for quick runs whose real set should cover every clip).
+REAL_SUBSETS = ("first", "spread")
+
 
 class MetricOptions:
     """Everything a metric needs: networks, datasets, device/ranks, detector choice and run-size overrides.
@@ -75,6 +80,7 @@ class MetricOptions:
         max_real: int | None = None,  # Cap on real samples (None = the metric's).
         batch_gen: int | None = None,  # Samples per generator call; None = min(batch_size, 4).
         seed: int = 0,  # Seed of real-window sampling and generator noise.
+        real_subset: str = "first",  # Capped image items: "first" N (the original) or N "spread" over the dataset.
         **unused,  # Tolerate extra keys of the original's options.
     ):
         self.G = G
@@ -116,6 +122,9 @@ class MetricOptions:
         self.max_real = max_real
         self.batch_gen = batch_gen
         self.seed = int(seed)
+        if real_subset not in REAL_SUBSETS:
+            raise ValueError(f"real_subset must be one of {REAL_SUBSETS}, got {real_subset!r}")
+        self.real_subset = real_subset
         self.run_index = 0  # Repetition index, set by calc_metric; changes the generator seed.
         self.detectors_used: dict[str, dict] = {}  # kind -> detector record, filled as detectors are loaded.
 
@@ -454,13 +463,18 @@ def _random_window_items(opts: MetricOptions, dataset_len: int, num_items: int, 
     return [(order[p], p) for p in positions], num_items
 
 
-def _first_items(opts: MetricOptions, dataset_len: int, cap: int | None, seed: int) -> tuple:
-    """The first min(len, cap) items in dataset order, shuffled (the original's capped subsets)."""
+def _capped_items(opts: MetricOptions, dataset_len: int, cap: int | None, seed: int) -> tuple:
+    """min(len, cap) items, shuffled: the first ones in dataset order (the original's capped subsets) or, with
+    opts.real_subset == "spread", ones evenly spaced over the dataset (item i * len // n for i < n)."""
     num_items = dataset_len if cap is None else min(dataset_len, cap)
+    if opts.real_subset == "spread":
+        chosen = [i * dataset_len // num_items for i in range(num_items)]
+    else:
+        chosen = list(range(num_items))
     g = torch.Generator().manual_seed(derive_seed(seed, "item-order"))
     order = torch.randperm(num_items, generator=g).tolist()
     positions = rank_positions(num_items, opts.num_gpus, opts.rank)
-    return [(order[p], p) for p in positions], num_items
+    return [(chosen[order[p]], p) for p in positions], num_items
 
 
 def _progress(opts: MetricOptions, total: int, desc: str):
@@ -525,6 +539,8 @@ def compute_feature_stats_for_dataset(
             stats_kwargs=sorted(stats_kwargs.items()),
             seed=seed,
         )
+        if image and opts.real_subset != "first":
+            key_items["real_subset"] = opts.real_subset  # Absent for "first", so older cache files stay valid.
         cache_file = cache_file_path(opts, detector, key_items)
         found = find_cached_file(cache_file) if opts.rank == 0 and not opts.replace_cache else None
         if _broadcast_flag(found is not None, opts):
@@ -537,7 +553,7 @@ def compute_feature_stats_for_dataset(
 
     # Which items this rank reads.
     if image:
-        items, num_items = _first_items(opts, len(dataset), max_items, seed)
+        items, num_items = _capped_items(opts, len(dataset), max_items, seed)
     else:
         items, num_items = _random_window_items(opts, len(dataset), max_items, seed)
     if num_items == 0:
@@ -658,7 +674,7 @@ def compute_feature_stats_for_generator(
         cond_seed = derive_seed(opts.seed, "cond", run_index)
         if image:
             dataset = _per_image_dataset(cond_kwargs, seq_length=1 + 2 * context)
-            items, cond_total = _first_items(opts, len(dataset), num_items, cond_seed)
+            items, cond_total = _capped_items(opts, len(dataset), num_items, cond_seed)
             num_items = cond_total
         else:
             dataset = _video_dataset(cond_kwargs, length + 2 * context)

@@ -135,6 +135,20 @@ def test_lres_alone_writes_jsonl(setup, cache):
     assert inception["detectors"]["inception"]["file"] == "inception-2015-12-05.pkl"
 
 
+def test_real_subset_is_checked_and_recorded(setup, cache):
+    path = cache / "subset.jsonl"
+    args = ["--dataset", setup["root"], "--lres", setup["lres"], "-m", "fid50k_full", "--num-gen", "2"]
+    args += ["--max-real", "2", "--detector-dir", setup["det_dir"], "--path", str(path)]
+    result = run(args + ["--real-subset", "random"])
+    assert result.exit_code != 0 and "--real-subset" in result.output and not path.exists()
+    for subset in ("spread", "first"):
+        result = run(args + ["--real-subset", subset])
+        assert result.exit_code == 0, result.output
+    spread, first = [json.loads(line) for line in path.read_text().splitlines()]
+    assert spread["real_subset"] == "spread" and "real_subset" not in first  # Rows of the original's rule unchanged.
+    assert spread["results"]["fid50k_full"] != first["results"]["fid50k_full"]
+
+
 def test_lres_plus_sres_scores_at_hr_size(setup, cache):
     path = cache / "sres.jsonl"
     result = run(

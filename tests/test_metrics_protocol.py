@@ -236,6 +236,28 @@ def test_kid_and_is_work_with_batches_above_4(env, dataset_root):
     assert vis.results.isv2048_ucf_mean >= 1.0
 
 
+def test_real_subset_spread_takes_frames_over_the_whole_dataset(env, dataset_root):
+    first, spread = metric_utils.MetricOptions(), metric_utils.MetricOptions(real_subset="spread")
+    items, count = metric_utils._capped_items(first, 230, 4, seed=0)
+    assert count == 4 and sorted(i for i, _ in items) == [0, 1, 2, 3]  # The original: one clip's first frames.
+    items, count = metric_utils._capped_items(spread, 230, 4, seed=0)
+    assert count == 4 and sorted(i for i, _ in items) == [0, 57, 115, 172]
+    assert sorted(p for _, p in items) == [0, 1, 2, 3]
+    assert sorted(i for i, _ in metric_utils._capped_items(spread, 230, None, seed=0)[0]) == list(range(230))
+    with pytest.raises(ValueError, match="real_subset must be one of"):
+        metric_utils.MetricOptions(real_subset="random")
+
+    # End to end: the two subsets are different real sets, cached apart; "first" keeps its old cache key.
+    results = {}
+    for subset in ("first", "spread", "first"):
+        kwargs = lres_kwargs(dataset_root, num_gen=4, max_real=4, real_subset=subset)
+        results.setdefault(subset, []).append(metric_main.calc_metric("fid50k_full", **kwargs).results.fid50k_full)
+    assert results["first"][0] == results["first"][1] != results["spread"][0]
+    cache_root = dnnlib.make_cache_dir_path("long-video-gan-metrics")
+    cached = [f for _, _, files in os.walk(cache_root) for f in files if f.endswith(".pkl")]
+    assert len(cached) == 2, cached
+
+
 def test_real_conditioning_mode_uses_subsampled_length(env, dataset_root):
     # Mode 3: real low-res clips; for subsample8f they need 128 + 2 * 4 frames (the original used 16 + 8).
     opts = dict(
