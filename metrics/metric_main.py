@@ -27,6 +27,7 @@ from metrics import (
     metric_utils,
     video_inception_score,
 )
+from torch_utils.process_lock import ProcessLock
 
 # ----------------------------------------------------------------------------
 
@@ -114,17 +115,20 @@ def report_metric(result_dict: dict, jsonl_path: str | None = None, **extra) -> 
 
 def append_jsonl(jsonl_path: str, line: str) -> None:
     """Append `line` to a JSONL file atomically (parent dirs created): the file is rewritten to a temporary file
-    and renamed, so a crash or a full disk leaves the old file whole, never a half-written line."""
+    and renamed, so a crash or a full disk leaves the old file whole, never a half-written line. Writers take a lock
+    (the hidden file .NAME.lock beside it) around the read and the rename, so processes that append to the same file
+    at once (calc_metrics.py runs side by side) do not drop each other's lines."""
     parent = os.path.dirname(os.path.abspath(jsonl_path))
     os.makedirs(parent, exist_ok=True)
-    old = b""
-    if os.path.exists(jsonl_path):
-        with open(jsonl_path, "rb") as f:
-            old = f.read()
-        if old and not old.endswith(b"\n"):
-            old += b"\n"
-    with dnnlib.util.atomic_write(jsonl_path, "wb") as f:
-        f.write(old + line.encode("utf-8") + b"\n")
+    with ProcessLock(os.path.join(parent, f".{os.path.basename(jsonl_path)}.lock")):
+        old = b""
+        if os.path.exists(jsonl_path):
+            with open(jsonl_path, "rb") as f:
+                old = f.read()
+            if old and not old.endswith(b"\n"):
+                old += b"\n"
+        with dnnlib.util.atomic_write(jsonl_path, "wb") as f:
+            f.write(old + line.encode("utf-8") + b"\n")
 
 
 def check_jsonl_path(jsonl_path: str) -> None:

@@ -4,6 +4,9 @@ the content-keyed cache, repeated runs, JSONL reports, and statistics gathered o
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -165,6 +168,22 @@ def test_fvd_lres_alone_result_format_and_report(env, dataset_root):
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert rows[0] == json.loads(line) and [r["step"] for r in rows] == [100, 200]
     assert rows[1]["results"]["fvd2048_16f"] == result.results.fvd2048_16f
+
+
+def test_jsonl_appends_from_processes_side_by_side_keep_every_line(tmp_path):
+    # Each append rewrites the file and renames it; without a lock, writers lose each other's lines.
+    path, root = tmp_path / "results.jsonl", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import sys, time; from metrics import metric_main\n"
+        "while time.time() < float(sys.argv[3]): time.sleep(0.001)\n"  # Start together.
+        'for i in range(200): metric_main.append_jsonl(sys.argv[1], \'{"writer": %s, "i": %d}\' % (sys.argv[2], i))'
+    )
+    start = str(time.time() + 5)
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(w), start], cwd=root) for w in range(3)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((r["writer"], r["i"]) for r in rows) == [(w, i) for w in range(3) for i in range(200)]
+    assert sorted(os.listdir(tmp_path)) == [".results.jsonl.lock", "results.jsonl"]  # No temporary files left.
 
 
 def test_num_runs_gives_per_run_mean_and_std(env, dataset_root):
