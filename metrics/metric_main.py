@@ -9,6 +9,7 @@ Example:
     report_metric(result, jsonl_path="metric-fvd2048_16f.jsonl", step=5000)
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -28,6 +29,11 @@ from metrics import (
     video_inception_score,
 )
 from torch_utils.process_lock import ProcessLock
+
+try:
+    import fcntl
+except ImportError:  # Windows.
+    fcntl = None
 
 # ----------------------------------------------------------------------------
 
@@ -113,14 +119,30 @@ def report_metric(result_dict: dict, jsonl_path: str | None = None, **extra) -> 
     return line
 
 
+@contextlib.contextmanager
+def _directory_lock(directory: str):
+    """Exclusive flock on a directory, which leaves no file behind; without fcntl (Windows), a ProcessLock on a
+    hidden file in it."""
+    if fcntl is None:
+        with ProcessLock(os.path.join(directory, ".metrics-jsonl.lock")):
+            yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # Released when fd is closed, or when the process dies.
+        yield
+    finally:
+        os.close(fd)
+
+
 def append_jsonl(jsonl_path: str, line: str) -> None:
     """Append `line` to a JSONL file atomically (parent dirs created): the file is rewritten to a temporary file
-    and renamed, so a crash or a full disk leaves the old file whole, never a half-written line. Writers take a lock
-    (the hidden file .NAME.lock beside it) around the read and the rename, so processes that append to the same file
-    at once (calc_metrics.py runs side by side) do not drop each other's lines."""
+    and renamed, so a crash or a full disk leaves the old file whole, never a half-written line. Writers hold a lock
+    on the file's directory around the read and the rename, so processes that append to the same file at once
+    (calc_metrics.py runs side by side) do not drop each other's lines."""
     parent = os.path.dirname(os.path.abspath(jsonl_path))
     os.makedirs(parent, exist_ok=True)
-    with ProcessLock(os.path.join(parent, f".{os.path.basename(jsonl_path)}.lock")):
+    with _directory_lock(parent):
         old = b""
         if os.path.exists(jsonl_path):
             with open(jsonl_path, "rb") as f:
