@@ -186,6 +186,16 @@ def test_jsonl_appends_from_processes_side_by_side_keep_every_line(tmp_path):
     assert os.listdir(tmp_path) == ["results.jsonl"]  # No temporary or lock files left.
 
 
+def test_jsonl_lock_without_fcntl_uses_a_hidden_lock_file(tmp_path, monkeypatch):
+    # Where fcntl is missing (Windows) the directory cannot be flocked: a ProcessLock on a hidden file stands in.
+    monkeypatch.setattr(metric_main, "fcntl", None)
+    path = tmp_path / "results.jsonl"
+    for i in range(2):
+        metric_main.append_jsonl(str(path), json.dumps({"i": i}))
+    assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == [0, 1]
+    assert sorted(os.listdir(tmp_path)) == [".metrics-jsonl.lock", "results.jsonl"]
+
+
 def test_num_runs_gives_per_run_mean_and_std(env, dataset_root):
     result = metric_main.calc_metric("fvd2048_16f", num_runs=2, **lres_kwargs(dataset_root, num_gen=4, max_real=4))
     r = result.results
