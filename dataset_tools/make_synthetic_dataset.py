@@ -35,11 +35,14 @@ CHUNK_FRAMES = 16  # Frames rendered per vectorised step (bounds memory for long
 # The world texture.
 
 
-def _periodic_noise(rng: np.random.Generator, num_fields: int, size: int, betas: Sequence[float]) -> np.ndarray:
+def _periodic_noise(
+    rng: np.random.Generator, num_fields: int, size: int, betas: Sequence[float], max_freq: float | None = None
+) -> np.ndarray:
     """Band-limited periodic noise fields ``[F, size, size]`` with power spectrum ~ 1/f^(2 beta).
 
     The random Fourier coefficients live on a fixed ``WORLD_FREQS`` grid, so the same seed gives the same
-    world at any texture size.
+    world at any texture size. ``max_freq`` (cycles per world side) drops the frequencies above it; the
+    coefficients are drawn all the same, so a band-limited world is a smoothed version of the full one.
     """
     freqs = np.fft.fftfreq(WORLD_FREQS, 1.0 / WORLD_FREQS).astype(np.int64)  # Integer cycles per world.
     fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
@@ -50,6 +53,8 @@ def _periodic_noise(rng: np.random.Generator, num_fields: int, size: int, betas:
     for i, beta in enumerate(betas):
         amp = radius ** (-beta)
         amp[0, 0] = 0.0
+        if max_freq is not None:
+            amp[np.hypot(fx, fy) > max_freq] = 0.0
         spectrum[i, fy % size, fx % size] = coef[i] * amp
     fields = np.fft.ifft2(spectrum).real  # [F, size, size]
     fields -= fields.mean(axis=(1, 2), keepdims=True)
@@ -57,10 +62,12 @@ def _periodic_noise(rng: np.random.Generator, num_fields: int, size: int, betas:
     return fields.astype(np.float32)
 
 
-def _world_texture(rng: np.random.Generator, texels_per_unit: int) -> np.ndarray:
-    """Terrain-like RGB texture ``[S, S, 3]`` in [0, 1] covering the whole (periodic) world."""
+def _world_texture(rng: np.random.Generator, texels_per_unit: int, max_freq: float | None = None) -> np.ndarray:
+    """Terrain-like RGB texture ``[S, S, 3]`` in [0, 1] covering the whole (periodic) world; ``max_freq``: band
+    limit in cycles per world unit (None = the full ``WORLD_FREQS`` grid)."""
     size = max(int(round(WORLD_SIZE * texels_per_unit)), WORLD_FREQS)
-    elevation, moisture, detail = _periodic_noise(rng, 3, size, betas=(1.7, 1.9, 1.1))
+    limit = None if max_freq is None else max_freq * WORLD_SIZE
+    elevation, moisture, detail = _periodic_noise(rng, 3, size, betas=(1.7, 1.9, 1.1), max_freq=limit)
     # Colour ramps over elevation (water, sand, vegetation, rock, snow); a dry and a wet variant mixed by moisture.
     stops = np.array([-2.0, -0.4, -0.15, 0.0, 0.8, 1.5, 2.2], dtype=np.float32)
     dry = np.array(
@@ -174,9 +181,13 @@ class _Sprite:
 
 
 def iter_synthetic_frames(
-    num_frames: int, height: int, width: int, seed: int = 0, video_index: int = 0
+    num_frames: int, height: int, width: int, seed: int = 0, video_index: int = 0, max_freq: float | None = None
 ) -> Iterator[np.ndarray]:
     """Yield the frames of one synthetic video as uint8 ``[H, W, 3]`` arrays.
+
+    ``max_freq`` band-limits the world texture to that many cycles per frame height (at zoom 1); None keeps the
+    full texture (12 cycles per frame height: detail down to the pixel at 36x64). The world's layout, the camera
+    path and the sprites do not depend on it.
 
     Example::
 
@@ -184,10 +195,12 @@ def iter_synthetic_frames(
     """
     if num_frames < 0 or height <= 0 or width <= 0:
         raise ValueError(f"num_frames, height, width must be >= 0, > 0, > 0, got {num_frames}, {height}, {width}")
+    if max_freq is not None and not max_freq > 0:
+        raise ValueError(f"max_freq must be > 0 (cycles per frame height) or None, got {max_freq!r}")
     rng = np.random.default_rng([int(seed), int(video_index)])
     # The texture is band-limited to WORLD_FREQS / (2 * WORLD_SIZE) = 12 cycles per frame height, so 64 texels per
     # unit already sample it 5x finer than needed; bilinear lookups between texels then add little blur.
-    texture = _world_texture(rng, texels_per_unit=min(height, TEXELS_PER_UNIT))
+    texture = _world_texture(rng, texels_per_unit=min(height, TEXELS_PER_UNIT), max_freq=max_freq)
     texels = texture.shape[0] / WORLD_SIZE  # Texels per world unit (one unit = one frame height at zoom 1).
 
     # Camera: heading and speed vary smoothly; zoom breathes slowly. Units: frame heights, frames.
@@ -252,9 +265,10 @@ def iter_synthetic_frames(
 
 
 def _synthetic_source(task: tuple, problems: list[str]):
-    """Pipeline frame source of one synthetic video: ``task = (video_index, num_frames, render_h, render_w, seed)``."""
-    video_index, num_frames, render_h, render_w, seed = task
-    frames = iter_synthetic_frames(num_frames, render_h, render_w, seed, video_index)
+    """Pipeline frame source of one synthetic video:
+    ``task = (video_index, num_frames, render_h, render_w, seed, max_freq)``."""
+    video_index, num_frames, render_h, render_w, seed, max_freq = task
+    frames = iter_synthetic_frames(num_frames, render_h, render_w, seed, video_index, max_freq)
     return f"video_{video_index:04d}", (
         (f"frame_{i:06d}.jpg", Image.fromarray(frame, mode="RGB")) for i, frame in enumerate(frames)
     )
@@ -271,12 +285,13 @@ def make_synthetic_dataset(
     partitions: Sequence[int] | None = None,  # Partitions to write; None = all.
     workers: int = 1,  # Parallel worker processes.
     overwrite: bool = False,  # Replace a dataset made with other settings, and this run's existing shards.
+    max_freq: float | None = None,  # World texture band limit, cycles per frame height; None = full detail.
 ) -> Path:
     """Write a synthetic dataset (clips ``video_0000``, ... with frames ``frame_000000.jpg``, ...).
 
     Restartable like the other tools (shards are written atomically; a killed run's ``*.partial`` files are
     deleted by the next run of the same partition; existing shards are skipped). A dataset in ``out_dir`` made
-    with other settings (seed, videos, frames, partitions) is refused with ``pipeline.ConversionError`` unless
+    with other settings (seed, videos, frames, max_freq, partitions) is refused with ``pipeline.ConversionError`` unless
     ``overwrite``, which replaces it and deletes its shards beyond ``num_partitions``.
 
     Example::
@@ -294,6 +309,8 @@ def make_synthetic_dataset(
         raise ValueError(f"resolutions must be a non-empty list of positive (height, width), got {resolutions!r}")
     if not 1 <= num_partitions <= num_videos:
         raise ValueError(f"num_partitions must be in [1, num_videos={num_videos}], got {num_partitions}")
+    if max_freq is not None and not max_freq > 0:
+        raise ValueError(f"max_freq must be > 0 (cycles per frame height) or None, got {max_freq!r}")
     partitions = list(range(num_partitions)) if partitions is None else [int(p) for p in partitions]
     if not all(0 <= p < num_partitions for p in partitions):
         raise ValueError(f"partitions must be in [0, {num_partitions - 1}], got {partitions}")
@@ -303,6 +320,8 @@ def make_synthetic_dataset(
 
     pipeline.check_writable_dir(out_dir)
     settings = dict(seed=int(seed), num_videos=num_videos, num_frames=lengths if len(set(lengths)) > 1 else lengths[0])
+    if max_freq is not None:  # Recorded only when set, so datasets made before the option still match.
+        settings["max_freq"] = float(max_freq)
     record = pipeline.check_partitioning(
         out_dir,
         specs,
@@ -317,7 +336,7 @@ def make_synthetic_dataset(
     )
     for partition in partitions:
         video_ids = partition_items(list(range(num_videos)), partition, num_partitions)
-        tasks = [(i, lengths[i], render_h, render_w, int(seed)) for i in video_ids]
+        tasks = [(i, lengths[i], render_h, render_w, int(seed), max_freq) for i in video_ids]
         pipeline.convert_partition(
             tasks, _synthetic_source, out_dir, partition, specs, workers=workers, overwrite=overwrite, progress=progress
         )
@@ -353,6 +372,13 @@ def make_synthetic_dataset(
 @click.option(
     "--num-partitions", type=click.IntRange(min=1), default=1, show_default=True, help="Shards per resolution."
 )
+@click.option(
+    "--max-freq",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Band limit of the world texture, cycles per frame height [default: none, the full texture (12)]. "
+    "A smoother world is quicker to learn; the bundled demo models were trained on --max-freq 3.",
+)
 @pipeline.workers_option()
 @click.option(
     "--overwrite",
@@ -360,7 +386,9 @@ def make_synthetic_dataset(
     help="Replace a dataset in OUTPUT_DIR made with other settings, and this run's existing shards "
     "(default: skip existing shards, refuse other settings).",
 )
-def main(output_dir, num_videos, num_frames, resolution_list, seed, partition, num_partitions, workers, overwrite):
+def main(
+    output_dir, num_videos, num_frames, resolution_list, seed, partition, num_partitions, max_freq, workers, overwrite
+):
     """Render a seeded synthetic long-video dataset (moving camera over a persistent world, moving objects,
     slow lighting drift) into OUTPUT_DIR/HHHHxWWWW/partition_NNNN.zip. Restartable: existing shards are skipped
     and a killed run's leftovers are deleted; a dataset made with other settings is refused unless --overwrite.
@@ -398,6 +426,7 @@ def main(output_dir, num_videos, num_frames, resolution_list, seed, partition, n
             partitions=partitions,
             workers=workers,
             overwrite=overwrite,
+            max_freq=max_freq,
         ),
         output_dir=output_dir,
     )

@@ -551,9 +551,10 @@ def check_partitioning(
     if recorded is not None:
         if recorded["num_partitions"] != num_partitions:
             mismatch.append(f"--num-partitions {recorded['num_partitions']}")
-        for key, value in settings.items():
-            if recorded.get("settings", {}).get(key) != value:
-                mismatch.append(f"{key} {recorded.get('settings', {}).get(key)!r}")
+        recorded_settings = recorded.get("settings", {})
+        for key in sorted(set(settings) | set(recorded_settings)):  # Both ways: an optional setting may be absent.
+            if recorded_settings.get(key) != settings.get(key):
+                mismatch.append(f"{key} {recorded_settings.get(key)!r}")
     elif any(i >= num_partitions for i in existing):
         mismatch.append(f"at least {max(existing) + 1} partitions")
     if mismatch:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dataset_tools.make_synthetic_dataset import iter_synthetic_frames, make_synthetic_dataset
+from dataset_tools.pipeline import ConversionError
 from dataset_tools.utils import ShardWriter, center_crop_and_resize, encode_jpeg, shard_path
 from long_video_gan.dataset import VideoDataset, VideoDatasetPerImage, VideoDatasetTwoRes
 from tests.data_utils import make_tiny_dataset
@@ -320,6 +321,34 @@ def test_synthetic_dataset_properties(tmp_path):
     step = np.abs(video[1:] - video[:-1]).mean()
     assert 0.2 < step < 12 and np.abs(video[19] - video[0]).mean() > 2 * step
     assert not np.array_equal(np.stack(list(iter_synthetic_frames(2, 36, 64, seed=4))), longer[:2, ::2, ::2])
+
+
+def test_synthetic_max_freq_smooths_the_same_world(tmp_path):
+    def frames(**kwargs):
+        return np.stack(list(iter_synthetic_frames(3, 36, 64, seed=5, video_index=1, **kwargs))).astype(float)
+
+    def detail(video):  # Mean absolute Laplacian: the fine detail of the frames.
+        return np.abs(4 * video[:, 1:-1, 1:-1] - video[:, :-2, 1:-1] - video[:, 2:, 1:-1] - video[:, 1:-1, :-2]
+                      - video[:, 1:-1, 2:]).mean()
+
+    full, smooth = frames(), frames(max_freq=3)
+    # A limit above every frequency of the texture grid changes nothing: the same draws, the same world.
+    assert np.array_equal(frames(max_freq=1000), full)
+    # The band-limited world is a smoothed version of the full one: far less detail, the same colours on average.
+    assert detail(smooth) < 0.5 * detail(full)
+    assert np.abs(smooth.mean(axis=(0, 1, 2)) - full.mean(axis=(0, 1, 2))).max() < 25
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="max_freq must be > 0"):
+            frames(max_freq=bad)
+    # The limit is a dataset setting: a rerun with another one is refused; one made without it still matches.
+    root = make_synthetic_dataset(tmp_path / "s", num_videos=1, num_frames=2, resolutions=((18, 32),), max_freq=3)
+    assert json.loads((root / "partitions.json").read_text())["settings"]["max_freq"] == 3.0
+    for other in (2, None):  # Another limit, or none, would mix two worlds in one dataset.
+        with pytest.raises(ConversionError, match="max_freq 3.0"):
+            make_synthetic_dataset(root, num_videos=1, num_frames=2, resolutions=((18, 32),), max_freq=other)
+    plain = make_synthetic_dataset(tmp_path / "p", num_videos=1, num_frames=2, resolutions=((18, 32),))
+    assert "max_freq" not in json.loads((plain / "partitions.json").read_text())["settings"]
+    make_synthetic_dataset(plain, num_videos=1, num_frames=2, resolutions=((18, 32),))  # A rerun still matches.
 
 
 def test_make_tiny_dataset_is_fast(tmp_path):

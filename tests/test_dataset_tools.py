@@ -632,6 +632,11 @@ def test_synthetic_tool_reruns_partitions_and_overwrite(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (whole / "0018x0032").iterdir()) == ["partition_0000.zip", "partition_0001.zip"]
     assert _invoke(info.main, [whole]).exit_code == 0 and len(VideoDataset(whole, 4, 18, 32)) == 3
+    # --max-freq: a band-limited world into the same directory is another setting; a non-positive limit is refused.
+    result = _synthetic(whole, "--num-partitions", 2, "--max-freq", 3)
+    assert result.exit_code == 1 and "max_freq None" in result.output, result.output
+    result = _synthetic(tmp_path / "bad", "--max-freq", 0)
+    assert result.exit_code == 2 and "--max-freq" in result.output and not (tmp_path / "bad").exists()
 
 
 def test_output_under_a_file_gives_one_line(tmp_path):
