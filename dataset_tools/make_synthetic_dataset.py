@@ -377,7 +377,7 @@ def make_synthetic_dataset(
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Band limit of the world texture, cycles per frame height [default: none, the full texture (12)]. "
-    "A smoother world is quicker to learn; the bundled demo models were trained on --max-freq 3.",
+    "A smoother world is quicker to learn (the demo models of long_video_gan/pretrained/ use 3).",
 )
 @pipeline.workers_option()
 @click.option(
