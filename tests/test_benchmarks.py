@@ -23,3 +23,20 @@ def test_bench_train_tiny_step(phase):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert rows[0]["cpu"] and rows[1]["phase"] == phase and rows[1]["sec_per_step"] > 0
+
+
+def test_detail_fid_blur_removes_only_fine_detail():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import detail_fid
+    import torch
+
+    # A vertical edge between two flat halves, plus a 1-pixel checkerboard on the left half.
+    frames = torch.zeros([1, 3, 36, 64], dtype=torch.uint8)
+    frames[..., 32:] = 200
+    frames[..., ::2, :32:2] = 100
+    frames[..., 1::2, 1:32:2] = 100
+    assert torch.equal(detail_fid.blurred(frames, None), frames)
+    assert torch.equal(detail_fid.blurred(frames, (36, 64)), frames)  # Down and up at the same size: unchanged.
+    half = detail_fid.blurred(frames, (18, 32)).float()
+    assert half[..., :, 2:30].std() < 1 and abs(half[..., :, 2:30].mean() - 50) < 1  # The checkerboard averages out.
+    assert half[..., :, 34:].min() == 200 and half[..., :, :30].max() < 60  # The coarse edge survives.
