@@ -8,7 +8,8 @@ floor of the protocol. A generator that gets the layout and colours right but dr
 scores about that level's FID: the scale on which to read a demo model's FID.
 
 Example (measured 2026-12-06 on the two synthetic demo worlds of long_video_gan/pretrained/README.md, 36x64, the
-default 256 frames against 2048; the untrained demo generator scores 370.6 and 276.2 on them):
+default 256 frames against 2048, with numpy's n-1 covariance for the blurred frames before this script switched to
+calc_metrics.py's FeatureStats (n); the untrained demo generator scores 370.6 and 276.2 on them):
     python benchmarks/detail_fid.py --dataset /root/lvg_demo/datasets/synth_demo     # full texture
         none 28.9, 18x32 102.9, 9x16 233.5, 5x8 297.2, 3x4 335.2
     python benchmarks/detail_fid.py --dataset /root/lvg_demo/datasets/synth_smooth   # --max-freq 3
@@ -19,7 +20,6 @@ import os
 import sys
 
 import click
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -82,9 +82,10 @@ def main(dataset, resolution, levels, num, max_real, device):
     detector = metric_utils.get_detector(opts, "inception")
     for level in [None] + levels:
         x = blurred(frames, level).to(device)
-        feats = torch.cat([detector(x[i : i + 32], **DETECTOR_KWARGS) for i in range(0, num, 32)]).double().cpu()
-        f = feats.numpy()
-        fid = frechet_distance(f.mean(axis=0), np.cov(f, rowvar=False), mu_real, sigma_real)
+        stats = metric_utils.FeatureStats(capture_mean_cov=True)  # The statistics calc_metrics.py computes.
+        for i in range(0, num, 32):
+            stats.append(detector(x[i : i + 32], **DETECTOR_KWARGS).cpu().numpy())
+        fid = frechet_distance(*stats.get_mean_cov(), mu_real, sigma_real)
         name = "none" if level is None else f"{level[0]}x{level[1]}"
         print(f"{name:>8}  FID {fid:.1f}", flush=True)
 
