@@ -47,14 +47,15 @@ def _periodic_noise(
     freqs = np.fft.fftfreq(WORLD_FREQS, 1.0 / WORLD_FREQS).astype(np.int64)  # Integer cycles per world.
     fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
     radius = np.maximum(np.hypot(fx, fy), 1.0)
+    beyond = None if max_freq is None else np.hypot(fx, fy) > max_freq  # Dropped by the band limit.
     coef = rng.standard_normal((num_fields, WORLD_FREQS, WORLD_FREQS, 2))
     coef = coef[..., 0] + 1j * coef[..., 1]  # [F, K, K]
     spectrum = np.zeros((num_fields, size, size), dtype=np.complex128)
     for i, beta in enumerate(betas):
         amp = radius ** (-beta)
         amp[0, 0] = 0.0
-        if max_freq is not None:
-            amp[np.hypot(fx, fy) > max_freq] = 0.0
+        if beyond is not None:
+            amp[beyond] = 0.0
         spectrum[i, fy % size, fx % size] = coef[i] * amp
     fields = np.fft.ifft2(spectrum).real  # [F, size, size]
     fields -= fields.mean(axis=(1, 2), keepdims=True)
