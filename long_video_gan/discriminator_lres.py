@@ -257,6 +257,47 @@ class DiscriminatorBlock(torch.nn.Module):
 
 
 @persistence.persistent_class
+class VideoMinibatchStdLayer(torch.nn.Module):
+    """Appends, per frame, the standard deviation of the features across a group of videos as extra channels.
+
+    Not in the original release (its low-res discriminator has no minibatch-stddev layer); an option that lets
+    the discriminator see how much the videos of a batch differ, against mode collapse. Sample n belongs to group
+    n mod (N / G); the population std (+1e-8 inside the square root) is averaged over the C/F channels of each of
+    F channel slices and over height and width, but kept per frame, so the appended maps vary in time only.
+    """
+
+    def __init__(
+        self,
+        group_size: int,  # Videos per group (capped by the batch size).
+        num_channels: int = 1,  # Number of appended channels (feature slices).
+    ):
+        super().__init__()
+        if group_size < 1 or num_channels < 1:
+            raise ValueError(f"group_size and num_channels must be >= 1, got {group_size} and {num_channels}")
+        self.group_size = group_size
+        self.num_channels = num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, C, T, H, W = x.shape
+        group = min(self.group_size, N)
+        if N % group != 0:
+            raise ValueError(f"batch size {N} must be a multiple of the mbstd group size {group}")
+        if C % self.num_channels != 0:
+            raise ValueError(f"{C} feature channels do not split into {self.num_channels} mbstd slices")
+        y = x.reshape(group, N // group, self.num_channels, C // self.num_channels, T, H, W)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [N/G, F, C/F, T, H, W]
+        y = y.mean(dim=[2, 4, 5])  # [N/G, F, T]
+        y = y[..., None, None].repeat(group, 1, 1, H, W)  # [N, F, T, H, W]
+        return torch.cat([x, y], dim=1)  # [N, C + F, T, H, W]
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}, num_channels={self.num_channels}"
+
+
+# ----------------------------------------------------------------------------
+
+
+@persistence.persistent_class
 class DiscriminatorEpilogue(torch.nn.Module):
     def __init__(
         self,
@@ -269,10 +310,14 @@ class DiscriminatorEpilogue(torch.nn.Module):
         num_linear_layers: int = 2,  # Number of fully connected layers (the last one gives the logit).
         conv_clamp: float = 256,  # Stored for compatibility; the epilogue layers are not clamped.
         num_downsamples: int = 0,  # Temporal /2 down-sampling in the 1-D convolutions; only 0 is implemented.
+        mbstd_group_size: int = 4,  # Minibatch-stddev group size (our addition; see VideoMinibatchStdLayer).
+        mbstd_num_channels: int = 0,  # Minibatch-stddev channels; 0 disables the layer (as in the release).
     ):
         super().__init__()
         if num_downsamples != 0:
             raise ValueError(f"num_downsamples must be 0 (the only value the release uses), got {num_downsamples}")
+        if mbstd_num_channels < 0:
+            raise ValueError(f"mbstd_num_channels must be >= 0 (0 = off), got {mbstd_num_channels}")
         if num_conv1d_layers < 1 or num_linear_layers < 1:
             raise ValueError(
                 f"num_conv1d_layers and num_linear_layers must be >= 1, got {num_conv1d_layers} and {num_linear_layers}"
@@ -286,9 +331,12 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.num_linear_layers = num_linear_layers
         self.conv_clamp = conv_clamp
         self.num_downsamples = num_downsamples
+        self.mbstd_group_size = mbstd_group_size
+        self.mbstd_num_channels = mbstd_num_channels
+        self.mbstd = VideoMinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
 
         for idx in range(num_conv1d_layers):
-            in_ch = in_channels * in_res**2 if idx == 0 else channels
+            in_ch = (in_channels + mbstd_num_channels) * in_res**2 if idx == 0 else channels
             ksize = 1 if idx == 0 else temporal_ksize
             setattr(self, f"conv1d_{idx}", Conv1dLayer(in_ch, channels, ksize, activation="lrelu"))
         for idx in range(num_linear_layers):
@@ -303,6 +351,8 @@ class DiscriminatorEpilogue(torch.nn.Module):
         N = x.shape[0]
         misc.assert_shape(x, [N, self.in_channels, self.in_seq_length, self.in_res, self.in_res])
         x = x.float()
+        if self.mbstd is not None:
+            x = self.mbstd(x)  # [N, C + F, T, H, W]
         x = rearrange(x, "n c t h w -> n (c h w) t")  # [N, C * H * W, T]
         for idx in range(self.num_conv1d_layers):
             x = getattr(self, f"conv1d_{idx}")(x)  # [N, C', T]
@@ -315,7 +365,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_res={self.in_res}, in_seq_length={self.in_seq_length}, in_channels={self.in_channels}, "
-            f"channels={self.channels}"
+            f"channels={self.channels}, mbstd_num_channels={self.mbstd_num_channels}"
         )
 
 

@@ -12,6 +12,7 @@ from long_video_gan.discriminator_lres import (
     DiscriminatorEpilogue,
     Downsample3d,
     VideoDiscriminator,
+    VideoMinibatchStdLayer,
 )
 from tests.reference_data import read_state_dict_table, state_dict_layout
 
@@ -172,3 +173,40 @@ def test_epilogue_flatten_order():
     lrelu = lambda v: F.leaky_relu(v, 0.2) * 2**0.5
     expected = lrelu(lrelu(x[0, 1, 2, 1, 0] / 8**0.5) / 15**0.5) / 5**0.5  # Equalized-lr gains.
     torch.testing.assert_close(out[0, 0], expected)
+
+
+def test_video_mbstd_layer_per_frame_group_std():
+    """Group n mod (N/G); population std over the group, averaged over each channel slice and H, W, kept per frame."""
+    x = torch.randn([4, 6, 3, 2, 2], generator=torch.Generator().manual_seed(13))
+    out = VideoMinibatchStdLayer(group_size=2, num_channels=2)(x)
+    assert out.shape == (4, 8, 3, 2, 2)
+    torch.testing.assert_close(out[:, :6], x)
+    for n in range(4):
+        pair = x[[n % 2, n % 2 + 2]]  # Videos 0 and 2 form one group, 1 and 3 the other.
+        for f in range(2):
+            std = (pair[:, 3 * f : 3 * f + 3].std(dim=0, unbiased=False).square() + 1e-8).sqrt()  # [3, T, H, W]
+            expected = std.mean(dim=[0, 2, 3])  # [T]
+            torch.testing.assert_close(out[n, 6 + f], expected[:, None, None].expand(3, 2, 2))
+    # Identical videos: the appended maps are ~0 (only the 1e-8 floor); a batch that splits badly is refused.
+    same = VideoMinibatchStdLayer(4)(x[:1].repeat(4, 1, 1, 1, 1))
+    assert same[:, 6].max().item() < 1e-3
+    with pytest.raises(ValueError, match="multiple of the mbstd group size"):
+        VideoMinibatchStdLayer(4)(x[:3].repeat(2, 1, 1, 1, 1))
+
+
+def test_mbstd_option_is_off_by_default_and_widens_only_conv1d_0():
+    """Off: the release's layout. On: conv1d_0 reads (C + F) * 4 * 4 inputs and D's output depends on the batch."""
+    plain = _tiny_D()
+    assert plain.epilogue.mbstd is None
+    with_mbstd = _tiny_D(epilogue_kwargs=dict(TINY_KWARGS["epilogue_kwargs"], mbstd_num_channels=1))
+    diff = {k: (v.shape, with_mbstd.state_dict()[k].shape) for k, v in plain.state_dict().items()}
+    changed = {k for k, (a, b) in diff.items() if a != b}
+    assert changed == {"epilogue.conv1d_0.weight"}
+    assert with_mbstd.state_dict()["epilogue.conv1d_0.weight"].shape[1] == (16 + 1) * 16
+    video = _video(1, n=3)
+    with torch.no_grad():
+        # Video 0's logit moves with its group partner under mbstd; without it the batch does not matter.
+        assert not torch.allclose(with_mbstd(video[[0, 1]])[0], with_mbstd(video[[0, 2]])[0])
+        torch.testing.assert_close(plain(video[[0, 1]])[0], plain(video[[0, 2]])[0])
+    with pytest.raises(ValueError, match="mbstd_num_channels"):
+        DiscriminatorEpilogue(mbstd_num_channels=-1)
