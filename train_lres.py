@@ -31,6 +31,7 @@ PRESETS = {
         result_seq_length=256,
         tiny=False,
         diffaug="color,translation,cutout",
+        mbstd=0,
     ),
     "tiny": dict(
         batch=4,
@@ -46,6 +47,7 @@ PRESETS = {
         result_seq_length=32,
         tiny=True,
         diffaug="color,translation,cutout",
+        mbstd=0,
     ),
     "demo": dict(
         batch=4,
@@ -62,6 +64,7 @@ PRESETS = {
         tiny=False,
         demo=True,
         diffaug="translation",
+        mbstd=0,
     ),
 }
 
@@ -99,6 +102,8 @@ def build_config(opts: dnnlib.EasyDict, device, world_size: int) -> dnnlib.EasyD
     elif opts.get("demo"):
         G_kwargs.update(DEMO_G_KWARGS)
         D_kwargs.update(DEMO_D_KWARGS)
+    if opts.mbstd > 0:
+        D_kwargs["epilogue_kwargs"] = dict(D_kwargs.get("epilogue_kwargs", {}), mbstd_num_channels=opts.mbstd)
     dataset_kwargs = dict(
         class_name="long_video_gan.dataset.VideoDataset",
         dataset_dir=opts.dataset,
@@ -203,6 +208,12 @@ def _check_diffaug(ctx, param, value):
     + _paper("diffaug"),
     callback=_check_diffaug,
 )
+@click.option(
+    "--mbstd",
+    help="Minibatch-stddev channels in D's epilogue, groups of 4 clips (0 = none, as in the original)."
+    + _paper("mbstd"),
+    type=click.IntRange(min=0),
+)
 @click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
 @click.option("--workers", help="Data loader processes per rank." + _paper("workers"), type=click.IntRange(min=0))
 @click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)
@@ -223,6 +234,12 @@ def main(**opts):
     opts = training_setup.apply_preset(opts, PRESETS)
     device, world_size, rank = training_setup.resolve_launch(opts.device)
     training_setup.check_options(opts, world_size)
+    chunk = opts.batch // (world_size * opts.grad_accum)  # Clips per D call.
+    if opts.mbstd > 0 and chunk % min(4, chunk) != 0:
+        raise training_setup.ConfigError(
+            f"--mbstd needs the clips per D call (--batch / (world size x --grad-accum) = {chunk}) to be a multiple "
+            f"of its group size 4, or below 4"
+        )
     training_setup.check_outdir(opts.outdir)
     c = build_config(opts, device, world_size)
     training_setup.setup_and_train(

@@ -206,6 +206,25 @@ def test_diffaug_option_refuses_unknown_or_repeated_ops(dataset, tmp_path, value
     assert f"Invalid value for '--diffaug': {what} in {value!r}" in result.output
 
 
+def test_mbstd_option_adds_the_layer_and_trains(dataset, tmp_path):
+    """--mbstd F (our addition) puts an F-channel minibatch-stddev layer in D's epilogue, keeping the preset's epilogue
+    width; a D call's clip count must split into groups of 4; a run with it trains and writes finite weights."""
+    result = CliRunner().invoke(
+        train_lres.main,
+        [*FAST, "--dataset", str(dataset), "--outdir", str(tmp_path / "o"), "--mbstd", "2", "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert config["gan_kwargs"]["D_kwargs"]["epilogue_kwargs"] == {"channels": 16, "mbstd_num_channels": 2}
+    out = SCRIPT.cli_error(["--dataset", str(dataset), "--batch", "6", "--mbstd", "1"], tmp_path / "o")
+    assert "--mbstd needs the clips per D call" in out and "= 6)" in out
+    SCRIPT.train(["--dataset", str(dataset), "--outdir", str(tmp_path / "run"), "--steps", "2", "--mbstd", "1"])
+    data = load_pickle(only_run_dir(tmp_path / "run") / "checkpoints" / "ckpt-00000002-train.pkl")
+    D = data["D"]
+    assert D.epilogue.mbstd is not None and D.epilogue.mbstd.num_channels == 1
+    assert all(torch.isfinite(p).all() for p in D.parameters())
+
+
 # ----------------------------------------------------------------------------
 # Resume and run directories (issue 19, items 4, 5 and 12).
 
