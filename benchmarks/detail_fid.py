@@ -8,12 +8,13 @@ floor of the protocol. A generator that gets the layout and colours right but dr
 scores about that level's FID: the scale on which to read a demo model's FID.
 
 Example (measured 2026-12-06 on the two synthetic demo worlds of long_video_gan/pretrained/README.md, 36x64, the
-default 256 frames against 2048, with numpy's n-1 covariance for the blurred frames before this script switched to
-calc_metrics.py's FeatureStats (n); the untrained demo generator scores 370.6 and 276.2 on them):
+default 256 frames against 2048; the untrained demo generator scores 370.6 and 276.2 on them):
     python benchmarks/detail_fid.py --dataset /root/lvg_demo/datasets/synth_demo     # full texture
         none 28.9, 18x32 102.9, 9x16 233.5, 5x8 297.2, 3x4 335.2
     python benchmarks/detail_fid.py --dataset /root/lvg_demo/datasets/synth_smooth   # --max-freq 3
-        none 25.7, 18x32 64.6, 9x16 151.1, 5x8 198.9, 3x4 218.1
+        none 25.6, 18x32 64.4, 9x16 150.9, 5x8 198.8, 3x4 218.0
+(The full-texture line was measured with numpy's n-1 covariance for the blurred frames, before this script switched
+to calc_metrics.py's FeatureStats (n); on the smooth world that switch moved each figure by 0.1-0.2.)
 """
 
 import os
