@@ -46,8 +46,9 @@ def _periodic_noise(
     """
     freqs = np.fft.fftfreq(WORLD_FREQS, 1.0 / WORLD_FREQS).astype(np.int64)  # Integer cycles per world.
     fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
-    radius = np.maximum(np.hypot(fx, fy), 1.0)
-    beyond = None if max_freq is None else np.hypot(fx, fy) > max_freq  # Dropped by the band limit.
+    distance = np.hypot(fx, fy)
+    radius = np.maximum(distance, 1.0)
+    beyond = None if max_freq is None else distance > max_freq  # Dropped by the band limit.
     coef = rng.standard_normal((num_fields, WORLD_FREQS, WORLD_FREQS, 2))
     coef = coef[..., 0] + 1j * coef[..., 1]  # [F, K, K]
     spectrum = np.zeros((num_fields, size, size), dtype=np.complex128)
