@@ -216,6 +216,7 @@ def _check_diffaug(ctx, param, value):
 )
 @click.option("--device", help="Device.  [default: cuda if available, else cpu]", metavar="DEV")
 @click.option("--workers", help="Data loader processes per rank." + _paper("workers"), type=click.IntRange(min=0))
+@training_setup.max_minutes_option
 @click.option("--dry-run", help="Print the resolved config and exit.", is_flag=True)
 def main(**opts):
     """Train the low-resolution LongVideoGAN generator.

@@ -59,6 +59,7 @@ def training_loop(
     total_batch: int = 64,  # Clips per step over all ranks and accumulation chunks.
     grad_accum: int = 1,  # Accumulation chunks per step.
     total_steps: int = 100000,  # Training steps.
+    max_minutes: float = 0,  # Stop at the first tick after this many minutes in the main loop (0: no limit).
     steps_per_tick: int = 500,  # Steps between status lines.
     ticks_per_G_ema_ckpt: int = 10,  # Ticks between G-EMA pickles, samples and metrics.
     ticks_per_train_ckpt: int = 100,  # Ticks between train pickles (a multiple of ticks_per_G_ema_ckpt).
@@ -215,6 +216,11 @@ def training_loop(
 
         while True:
             done = step >= total_steps
+            if not done and max_minutes > 0 and step > start_step and step % steps_per_tick == 0:
+                # Rank 0's clock decides, so that every rank stops at the same step.
+                done = distributed.broadcast_object(time.time() - start_time >= max_minutes * 60)
+                if done:
+                    print0(f"Stopping at step {step}: --max-minutes={max_minutes:g} reached; rerun to continue.")
             if done or step % steps_per_tick == 0:
                 clock.tick_end = time.time()
                 tick = -(-step // steps_per_tick)  # The final tick counts as a tick even when it is short.

@@ -35,6 +35,17 @@ def paper_hint(value) -> str:
     return f"  [paper: {value}]"
 
 
+# --max-minutes, the same in both training scripts.
+max_minutes_option = click.option(
+    "--max-minutes",
+    help="Stop at the first tick after this many minutes of training, writing a G-EMA snapshot and a train pickle; "
+    "rerunning the command continues the run (for job time limits; 0 = none).",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+)
+
+
 def apply_preset(opts: dict, presets: dict) -> dnnlib.EasyDict:
     """Fills the options the user left unset (None, or an empty tuple for multiple options) from `presets[--preset]`;
     `--metric none` means no metric."""
@@ -123,6 +134,7 @@ def run_config(
         allow_fp16_reduce=False,
         allow_tf32=False,
         total_steps=opts.steps,
+        max_minutes=opts.max_minutes,
         steps_per_tick=opts.tick,
         ticks_per_G_ema_ckpt=opts.snap,
         ticks_per_train_ckpt=opts.train_snap,

@@ -113,6 +113,24 @@ def test_kill_and_resume_equals_uninterrupted(full_run, dataset, tmp_path):
     assert "is complete" in stdout and "Training for" not in stdout
 
 
+def test_max_minutes_stops_at_a_tick_with_a_train_pickle_and_resumes(full_run, dataset, tmp_path):
+    full_dir, _ = full_run
+    outdir = tmp_path / "timed"
+    args = ["--dataset", str(dataset), "--outdir", str(outdir), "--steps", "4"]
+    stdout = SCRIPT.train([*args, "--max-minutes", "1e-6"])  # Past the limit at the first tick (step 1).
+    run_dir = only_run_dir(outdir)
+    assert "Stopping at step 1: --max-minutes=1e-06 reached" in stdout
+    ckpts = sorted(os.listdir(run_dir / "checkpoints"))
+    assert ckpts == [f"ckpt-{s:08d}-{k}.pkl" for s in (0, 1) for k in ("G-ema", "train")]
+
+    SCRIPT.train(args)  # The same command without the limit continues to the end, as if never stopped.
+    assert only_run_dir(outdir) == run_dir
+    assert_same_state(
+        load_pickle(run_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
+        load_pickle(full_dir / "checkpoints" / "ckpt-00000004-train.pkl"),
+    )
+
+
 @pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(dataset, tmp_path):
     outdir = tmp_path / "ddp"

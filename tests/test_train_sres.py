@@ -172,6 +172,18 @@ def test_paper_preset_on_cpu_shortens_sample_videos(dataset, tmp_path):
     assert '"result_seq_length": 16' in result.output and not outdir.exists()
 
 
+def test_max_minutes_reaches_the_training_loop(dataset, tmp_path):
+    """--max-minutes (shared with train_lres.py, whose test runs it) is in the config the loop gets; 0 by default."""
+    args = ["--dataset", str(dataset), "--outdir", str(tmp_path / "o"), "--device", "cpu", "--wandb", "off"]
+    for extra, expected in (([], 0), (["--max-minutes", "90"], 90)):
+        result = CliRunner().invoke(train_sres.main, [*args, *extra, "--dry-run"])
+        assert result.exit_code == 0, result.output
+        config = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+        assert config["max_minutes"] == expected
+    result = CliRunner().invoke(train_sres.main, [*args, "--max-minutes", "-1", "--dry-run"])
+    assert result.exit_code != 0 and "--max-minutes" in result.output
+
+
 def test_paper_preset_metric_default():
     result = CliRunner().invoke(train_sres.main, ["--help"])
     assert result.exit_code == 0 and "runs/sres" in result.output and "[paper: fvd2048_16f]" in result.output
