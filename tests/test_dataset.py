@@ -328,8 +328,13 @@ def test_synthetic_max_freq_smooths_the_same_world(tmp_path):
         return np.stack(list(iter_synthetic_frames(3, 36, 64, seed=5, video_index=1, **kwargs))).astype(float)
 
     def detail(video):  # Mean absolute Laplacian: the fine detail of the frames.
-        return np.abs(4 * video[:, 1:-1, 1:-1] - video[:, :-2, 1:-1] - video[:, 2:, 1:-1] - video[:, 1:-1, :-2]
-                      - video[:, 1:-1, 2:]).mean()
+        return np.abs(
+            4 * video[:, 1:-1, 1:-1]
+            - video[:, :-2, 1:-1]
+            - video[:, 2:, 1:-1]
+            - video[:, 1:-1, :-2]
+            - video[:, 1:-1, 2:]
+        ).mean()
 
     full, smooth = frames(), frames(max_freq=3)
     # A limit above every frequency of the texture grid changes nothing: the same draws, the same world.
