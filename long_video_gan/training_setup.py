@@ -134,7 +134,7 @@ def run_config(
         allow_fp16_reduce=False,
         allow_tf32=False,
         total_steps=opts.steps,
-        max_minutes=opts.max_minutes,
+        max_minutes=opts.get("max_minutes", 0),  # A command-line option only (not in the presets): 0 when unset.
         steps_per_tick=opts.tick,
         ticks_per_G_ema_ckpt=opts.snap,
         ticks_per_train_ckpt=opts.train_snap,

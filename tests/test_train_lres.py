@@ -295,9 +295,12 @@ def test_run_written_before_the_dead_config_keys_went_still_resumes(full_run, da
     assert result.exit_code == 0, result.output
     new = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
     assert new["resume_path"] == str(ckpt)
-    # The new config is the old one less the dead keys, in the same order; only resume_path and total_steps (--steps 6
-    # here) differ.
+    # The new config is the old one less the dead keys plus the keys added since (at their defaults), in the same
+    # order; only resume_path and total_steps (--steps 6 here) differ.
     old_less_dead = {k: v for k, v in old.items() if k not in DEAD_KEYS}
+    added = {"max_minutes": 0}
+    assert {k: new[k] for k in added} == added
+    new = {k: v for k, v in new.items() if k not in added}
     assert list(new) == list(old_less_dead)
     assert {k for k in new if new[k] != old_less_dead[k]} == {"resume_path", "total_steps"}
     assert training_setup.config_differences(old, new) == []
