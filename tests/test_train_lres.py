@@ -19,7 +19,15 @@ import train_lres
 from long_video_gan import training_loop, training_setup
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
-from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir, train_env
+from tests.train_test_utils import (
+    TINY_CPU,
+    TrainScript,
+    assert_same_state,
+    dry_run_config,
+    load_pickle,
+    only_run_dir,
+    train_env,
+)
 from torch_utils import misc
 
 # Tiny networks, 2 clips per step, a status line every step, G-EMA and train pickles every 2 steps.
@@ -213,7 +221,7 @@ def test_diffaug_option_sets_the_policy(dataset, tmp_path, args, policy):
         train_lres.main, [*FAST, "--dataset", str(dataset), "--outdir", str(tmp_path / "o"), *args, "--dry-run"]
     )
     assert result.exit_code == 0, result.output
-    config = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    config = dry_run_config(result.output)
     assert config["gan_kwargs"]["diffaug_policy"] == policy
 
 
@@ -232,7 +240,7 @@ def test_mbstd_option_adds_the_layer_and_trains(dataset, tmp_path):
         [*FAST, "--dataset", str(dataset), "--outdir", str(tmp_path / "o"), "--mbstd", "2", "--dry-run"],
     )
     assert result.exit_code == 0, result.output
-    config = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    config = dry_run_config(result.output)
     assert config["gan_kwargs"]["D_kwargs"]["epilogue_kwargs"] == {"channels": 16, "mbstd_num_channels": 2}
     out = SCRIPT.cli_error(["--dataset", str(dataset), "--batch", "6", "--mbstd", "1"], tmp_path / "o")
     assert "--mbstd needs the clips per D call" in out and "= 6)" in out
@@ -293,7 +301,7 @@ def test_run_written_before_the_dead_config_keys_went_still_resumes(full_run, da
     args = [*FAST, "--dataset", str(dataset), "--outdir", str(outdir), "--steps", "6", "--dry-run"]
     result = CliRunner().invoke(train_lres.main, args)
     assert result.exit_code == 0, result.output
-    new = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    new = dry_run_config(result.output)
     assert new["resume_path"] == str(ckpt)
     # The new config is the old one less the dead keys plus the keys added since (at their defaults), in the same
     # order; only resume_path and total_steps (--steps 6 here) differ.

@@ -16,7 +16,7 @@ import train_sres
 from long_video_gan import training_setup
 from long_video_gan import training_utils as tu
 from tests.data_utils import make_tiny_dataset
-from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, load_pickle, only_run_dir
+from tests.train_test_utils import TINY_CPU, TrainScript, assert_same_state, dry_run_config, load_pickle, only_run_dir
 from torch_utils import misc
 
 LR, HR = (36, 64), (144, 256)  # Resolutions of the tiny sres networks (those of the paper).
@@ -178,7 +178,7 @@ def test_max_minutes_reaches_the_training_loop(dataset, tmp_path):
     for extra, expected in (([], 0), (["--max-minutes", "90"], 90)):
         result = CliRunner().invoke(train_sres.main, [*args, *extra, "--dry-run"])
         assert result.exit_code == 0, result.output
-        config = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+        config = dry_run_config(result.output)
         assert config["max_minutes"] == expected
     result = CliRunner().invoke(train_sres.main, [*args, "--max-minutes", "-1", "--dry-run"])
     assert result.exit_code != 0 and "--max-minutes" in result.output

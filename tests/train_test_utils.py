@@ -12,6 +12,7 @@ Example (in a test)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import signal
@@ -47,6 +48,11 @@ def only_run_dir(outdir) -> Path:
     runs = sorted(p for p in Path(outdir).iterdir() if p.is_dir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def dry_run_config(output: str) -> dict:
+    """The resolved config a training script's --dry-run printed (the JSON object in its output)."""
+    return json.loads(output[output.index("{") : output.rindex("}") + 1])
 
 
 def load_pickle(path):

@@ -53,8 +53,8 @@ wait $SRES_PID || { echo "train_sres.py failed; the end of $RUNS/sres.log:" >&2;
 [ $STATUS -eq 0 ] || exit 1
 
 for phase in lres sres; do
-    # The newest run directory's newest snapshot (zero-padded names sort by number).
-    snapshot=$(ls -1 "$RUNS/$phase"/*/checkpoints/ckpt-*-G-ema.pkl | sort | tail -n 1)
+    # The newest run directory's newest snapshot (the glob sorts; zero-padded names sort by number).
+    snapshot=$(ls -1 "$RUNS/$phase"/*/checkpoints/ckpt-*-G-ema.pkl | tail -n 1)
     echo "$phase: $snapshot"
     "$PYTHON" -m long_video_gan.export "$snapshot" "$OUT/demo_$phase.safetensors"
 done
